@@ -1,0 +1,14 @@
+"""Aggregators combine candidate answers; looked up by name in ``AGGREGATORS``."""
+
+from coe.aggregators.base import Aggregate, Aggregator
+from coe.registry import Registry
+
+AGGREGATORS: Registry[Aggregator] = Registry(
+    "aggregator",
+    Aggregator,
+    {
+        "vote": "coe.aggregators.vote:VoteAggregator",
+    },
+)
+
+__all__ = ["AGGREGATORS", "Aggregate", "Aggregator"]

@@ -1,0 +1,170 @@
+"""Typed configuration: service settings (``coe.yaml``) and experts (``experts.yaml``).
+
+Both are YAML validated by pydantic with unknown keys rejected; errors name file, line and field.
+Environment variables override file values: ``REDIS_URL``, ``COE_API_KEYS`` (comma separated),
+and ``COE_<FIELD>`` for the other settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from typing_extensions import Annotated
+
+from coe import yamlio
+from coe.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "coe.yaml"
+#: Local experts without a price cost this many USD per billion parameters per million tokens.
+LOCAL_PRICE_PER_B = 0.02
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+
+
+class ExpertConfig(BaseModel):
+    """One expert: where its model lives, how to reach it, what it costs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    backend: Literal["llamacpp", "vllm", "openai", "litellm"]
+    model: str = Field(description="a GGUF path, a hub id, a litellm model, or package:NAME")
+    endpoint: str | None = Field(None, description="base URL of a running server; null = coe launches one")
+    api: Literal["chat", "completions"] = "chat"
+    prompt_template: str = Field(
+        "{prompt}", description="completions API only: text around the rendered conversation ({prompt})"
+    )
+    system_prompt: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0)
+    stop: tuple[str, ...] = ()
+    params_b: float = Field(gt=0, description="parameters in billions")
+    price_per_mtok: Price | None = None
+    context_size: int = Field(4096, gt=0)
+    max_concurrency: int = Field(2, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    retries: int = Field(1, ge=0)
+    start_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("must contain {prompt}")
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_or_launchable(self) -> ExpertConfig:
+        if self.backend == "openai" and self.endpoint is None:
+            raise ValueError("backend 'openai' needs an endpoint")
+        return self
+
+    @property
+    def price(self) -> Price:
+        if self.price_per_mtok is not None:
+            return self.price_per_mtok
+        each = LOCAL_PRICE_PER_B * self.params_b
+        return Price(prompt=each, completion=each)
+
+    @property
+    def launched(self) -> bool:
+        """True when coe starts this expert's server itself."""
+        return self.endpoint is None and self.backend in ("llamacpp", "vllm")
+
+
+class ExpertsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    experts: list[ExpertConfig] = Field(min_length=1)
+
+    @field_validator("experts")
+    @classmethod
+    def _unique(cls, experts: list[ExpertConfig]) -> list[ExpertConfig]:
+        names = [e.name for e in experts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate expert names: {', '.join(dupes)}")
+        return experts
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service settings. Relative paths are resolved against the config file's folder."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="COE_", populate_by_name=True)
+
+    experts_file: Path = Path("experts.yaml")
+    graphs_dir: Path = Path("../graphs")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    redis_url: str | None = Field(None, validation_alias=pydantic.AliasChoices("REDIS_URL", "redis_url"))
+    state_dir: Path = Field(Path("~/.cache/coe"), description="logs, Redis data, assembled models")
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    default_max_tokens: int = Field(512, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0)
+    config_file: Path | None = Field(None, exclude=True)
+
+    _validate_keys = field_validator("api_keys", mode="before")(_csv)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        base = self.config_file.parent if self.config_file else Path.cwd()
+        for name in ("experts_file", "graphs_dir"):
+            value: Path = getattr(self, name)
+            if not value.is_absolute():
+                object.__setattr__(self, name, (base / value).resolve())
+        object.__setattr__(self, "state_dir", self.state_dir.expanduser())
+        return self
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``path`` (default: the embedded ``config/coe.yaml``)."""
+        path = (path or DEFAULT_CONFIG).resolve()
+        text = _read(path)
+        data, positions = yamlio.parse(text, str(path))
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}:1:1: (root): expected a mapping of settings")
+        data = {**data, **{k: v for k, v in overrides.items() if v is not None}, "config_file": path}
+        try:
+            return cls(**data)
+        except pydantic.ValidationError as err:
+            raise ConfigError(yamlio.problems_from(err, str(path), positions)) from None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}:1:1: (file): cannot read: {err.strerror}") from None
+
+
+def load_experts(path: Path) -> list[ExpertConfig]:
+    return yamlio.load_model(path, ExpertsFile).experts

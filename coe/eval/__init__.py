@@ -1,0 +1,1 @@
+"""Evaluation core: datasets, prompts, answer extraction and an offline token counter."""
