@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     redis_url: str | None = Field(None, validation_alias=pydantic.AliasChoices("REDIS_URL", "redis_url"))
     state_dir: Path = Field(Path("~/.cache/coe"), description="logs, Redis data, assembled models")
+    models_dir: Path | None = Field(None, description="assembled model files; null = STATE_DIR/models")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_max_tokens: int = Field(512, gt=0)
     request_timeout_s: float = Field(300.0, gt=0)
@@ -140,7 +141,14 @@ class Settings(BaseSettings):
             if not value.is_absolute():
                 object.__setattr__(self, name, (base / value).resolve())
         object.__setattr__(self, "state_dir", self.state_dir.expanduser())
+        if self.models_dir is not None:
+            object.__setattr__(self, "models_dir", self.models_dir.expanduser())
         return self
+
+    @property
+    def model_cache(self) -> Path:
+        """Where packaged GGUFs are assembled: ``models_dir``, else ``state_dir/models``."""
+        return self.models_dir or self.state_dir / "models"
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Settings:

@@ -110,20 +110,27 @@ async def call_expert(
     return candidate
 
 
-async def fan_out(
-    clients: Sequence[ExpertClient], messages: Messages, params: RunParams, trace: Trace, node: str
-) -> list[Candidate]:
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One expert call of a fan-out: who, with which messages, in which role."""
+
+    client: ExpertClient
+    messages: Messages
+    role: str | None = None
+
+
+async def fan_out(jobs: Sequence[Job], params: RunParams, trace: Trace, node: str) -> list[Candidate]:
     """Call experts concurrently. Failures are recorded in the trace; if every call failed, raise."""
     results = await asyncio.gather(
-        *(call_expert(c, messages, params, trace, node) for c in clients), return_exceptions=True
+        *(call_expert(j.client, j.messages, params, trace, node, j.role) for j in jobs), return_exceptions=True
     )
     candidates = [r for r in results if isinstance(r, Candidate)]
-    if not candidates:
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for err in errors:
-            if not isinstance(err, ExpertError | UserError):
-                raise err
-        raise errors[0] if len(errors) == 1 else ExpertError(
-            ",".join(c.name for c in clients), "; ".join(str(e) for e in errors)
-        )
-    return candidates
+    if candidates:
+        return candidates
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for err in errors:
+        if not isinstance(err, ExpertError | UserError):
+            raise err
+    if len(errors) == 1:
+        raise errors[0]
+    raise ExpertError(",".join(j.client.name for j in jobs), "; ".join(str(e) for e in errors))

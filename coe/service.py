@@ -23,9 +23,11 @@ PipelineFactory = Callable[[ExpertPool, Settings], dict[str, Pipeline]]
 
 
 def default_pipelines(pool: ExpertPool, settings: Settings) -> dict[str, Pipeline]:
-    from coe.builtin import builtin_pipelines
+    """Every graph under ``settings.graphs_dir`` whose experts the pool has."""
+    from coe.graph.catalog import compile_available, load_all
 
-    return builtin_pipelines(pool, list(pool.configs))
+    graphs = load_all(settings.graphs_dir)
+    return dict(compile_available(graphs, pool, pool.names, pool.names))
 
 
 class Service:

@@ -18,6 +18,7 @@ from coe.errors import CoeError, UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("coe.cli.serve", "run the OpenAI-compatible API (embedded default with no --config)"),
     "chat": ("coe.cli.chat", "ask a graph one question, in-process or against --url"),
+    "graph": ("coe.cli.graph", "validate graph files, print their JSON Schema, or draw one"),
     "prepare": ("coe.cli.prepare", "resolve configured models once (assemble packaged GGUFs)"),
 }
 

@@ -17,5 +17,5 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config)
     for expert in load_experts(settings.experts_file):
         if expert.launched and is_gguf(expert.model):
-            print(f"{expert.name}: {resolve_model(expert.model, settings.state_dir / 'models')}")
+            print(f"{expert.name}: {resolve_model(expert.model, settings.model_cache)}")
     return 0

@@ -26,7 +26,7 @@ LAUNCHERS: dict[str, tuple[str, str]] = {
 def make_launcher(config: ExpertConfig, settings: Settings) -> Launcher:
     module, cls_name = LAUNCHERS[config.backend]
     cls = getattr(importlib.import_module(module), cls_name)
-    model = resolve_model(config.model, settings.state_dir / "models")
+    model = resolve_model(config.model, settings.model_cache)
     launcher: Launcher = cls(
         config.name,
         model,

@@ -1,0 +1,93 @@
+"""Checks on a graph's shape: every node reachable, no dead ends, every loop bounded by a stop node."""
+
+from __future__ import annotations
+
+from coe.graph.nodes.base import Loc, Problem
+from coe.graph.spec import GraphSpec
+
+
+def successors(spec: GraphSpec) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {name: [] for name in spec.nodes}
+    for edge in spec.edges:
+        out[edge.source].append(edge.target)
+    for cond in spec.conditional_edges:
+        out[cond.source] += [cond.then, cond.otherwise]
+    for name, node in spec.nodes.items():
+        if node.kind == "stop":
+            out[name] += [str(node.params["next"]), str(node.params["done"])]
+    return out
+
+
+def _reachable(start: str, succ: dict[str, list[str]]) -> set[str]:
+    seen, stack = {start}, [start]
+    while stack:
+        for nxt in succ[stack.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _cycles(succ: dict[str, list[str]]) -> list[list[str]]:
+    """Strongly connected components that contain a cycle (Tarjan, iterative enough for small graphs)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in succ[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in succ[v]:
+                found.append(sorted(component, key=list(succ).index))
+
+    for v in succ:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _outgoing_problems(spec: GraphSpec, succ: dict[str, list[str]]) -> list[Problem]:
+    problems: list[Problem] = []
+    plain = {e.source for e in spec.edges}
+    branching = {c.source for c in spec.conditional_edges}
+    for name, node in spec.nodes.items():
+        loc: Loc = ("nodes", name)
+        if name == spec.exit:
+            if succ[name]:
+                problems.append((("exit",), f"the exit node {name!r} must have no outgoing edges"))
+        elif not succ[name]:
+            problems.append((loc, f"node {name!r} is a dead end: add an edge from it"))
+        if (node.kind == "stop" and name in plain | branching) or (name in plain and name in branching):
+            problems.append((loc, f"node {name!r} has both fixed and conditional outgoing edges"))
+    return problems
+
+
+def problems(spec: GraphSpec) -> list[Problem]:
+    succ = successors(spec)
+    found = _outgoing_problems(spec, succ)
+    reachable = _reachable(spec.entry, succ)
+    found += [(("nodes", n), f"node {n!r} is unreachable from entry {spec.entry!r}")
+              for n in spec.nodes if n not in reachable]
+    for component in _cycles(succ):
+        if not any(spec.nodes[n].kind == "stop" for n in component):
+            loop = " -> ".join([*component, component[0]])
+            found.append((("nodes", component[0]),
+                          f"loop {loop} has no bound: route it through a stop node with max_rounds"))
+    return found
