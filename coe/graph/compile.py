@@ -8,6 +8,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 
 from coe.graph.conditions import CONDITIONS
+from coe.graph.direct import DirectRunner
 from coe.graph.loader import LoadedGraph
 from coe.graph.nodes import NODE_KINDS, BuildContext, NodeKind
 from coe.graph.nodes.base import ExpertLookup
@@ -64,7 +65,9 @@ def _step_budget(loaded: LoadedGraph) -> int:
 class GraphPipeline(Pipeline):
     """A graph compiled over one expert pool."""
 
-    def __init__(self, loaded: LoadedGraph, lookup: ExpertLookup, pool: Sequence[str]) -> None:
+    def __init__(
+        self, loaded: LoadedGraph, lookup: ExpertLookup, pool: Sequence[str], engine: str = "langgraph"
+    ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.description = loaded.spec.description
@@ -75,11 +78,15 @@ class GraphPipeline(Pipeline):
         self.experts = list(used)
         self.compiled = compile_graph(loaded, self.nodes)
         self._limit = _step_budget(loaded)
+        self.direct = DirectRunner(loaded, self.nodes, self._limit) if engine == "direct" else None
 
     async def run(self, messages: Messages, params: RunParams) -> RunResult:
         trace = Trace(self.name)
         state: GraphState = {"messages": list(messages), "params": params, "round": 0}
-        final: GraphState = await self.compiled.ainvoke(state, {"recursion_limit": self._limit})
+        if self.direct is not None:
+            final = await self.direct.ainvoke(state)
+        else:
+            final = await self.compiled.ainvoke(state, {"recursion_limit": self._limit})
         trace.route = final.get("route_log", [])
         trace.calls = final.get("calls", [])
         trace.selections = final.get("selections", [])

@@ -76,6 +76,9 @@ def _outgoing_problems(spec: GraphSpec, succ: dict[str, list[str]]) -> list[Prob
             problems.append((loc, f"node {name!r} is a dead end: add an edge from it"))
         if (node.kind == "stop" and name in plain | branching) or (name in plain and name in branching):
             problems.append((loc, f"node {name!r} has both fixed and conditional outgoing edges"))
+        elif sum(e.source == name for e in spec.edges) > 1 or sum(c.source == name for c in spec.conditional_edges) > 1:
+            problems.append((loc, f"node {name!r} has more than one outgoing edge: "
+                                  "fan out inside an experts node, or branch with conditional_edges"))
     return problems
 
 
