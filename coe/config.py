@@ -8,12 +8,11 @@ and ``COE_<FIELD>`` for the other settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
-from typing_extensions import Annotated
 
 from coe import yamlio
 from coe.errors import ConfigError

@@ -48,16 +48,24 @@ class Trace:
         if isinstance(result, BaseException):
             self.calls.append({"node": node, "expert": expert, "error": str(result)})
         else:
-            self.calls.append({"node": node, "expert": expert, "role": result.role,
-                               "answer": result.content, **result.usage.as_dict()})
+            self.calls.append(
+                {
+                    "node": node,
+                    "expert": expert,
+                    "role": result.role,
+                    "answer": result.content,
+                    **result.usage.as_dict(),
+                }
+            )
 
     @property
     def usage(self) -> Usage:
         total = Usage()
         for call in self.calls:
             if "error" not in call:
-                total = total + Usage(call["prompt_tokens"], call["completion_tokens"], call["cost"],
-                                      call["latency_s"])
+                total = total + Usage(
+                    call["prompt_tokens"], call["completion_tokens"], call["cost"], call["latency_s"]
+                )
         return total
 
     @property
@@ -96,7 +104,12 @@ class Pipeline(abc.ABC):
 
 
 async def call_expert(
-    client: ExpertClient, messages: Messages, params: RunParams, trace: Trace, node: str, role: str | None = None
+    client: ExpertClient,
+    messages: Messages,
+    params: RunParams,
+    trace: Trace,
+    node: str,
+    role: str | None = None,
 ) -> Candidate:
     """Call one expert and record the call (or its failure) in the trace."""
     request = ExpertRequest(messages, params.max_tokens, params.temperature, params.stop, params.metadata)
@@ -122,7 +135,8 @@ class Job:
 async def fan_out(jobs: Sequence[Job], params: RunParams, trace: Trace, node: str) -> list[Candidate]:
     """Call experts concurrently. Failures are recorded in the trace; if every call failed, raise."""
     results = await asyncio.gather(
-        *(call_expert(j.client, j.messages, params, trace, node, j.role) for j in jobs), return_exceptions=True
+        *(call_expert(j.client, j.messages, params, trace, node, j.role) for j in jobs),
+        return_exceptions=True,
     )
     candidates = [r for r in results if isinstance(r, Candidate)]
     if candidates:

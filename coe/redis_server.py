@@ -60,20 +60,40 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         args = [
-            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
+            redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         self._proc = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         client = aioredis.Redis.from_url(self.url)
         try:
             while time.monotonic() < deadline:
                 if self._proc.returncode is not None:
-                    raise LaunchError(f"redis-server exited with {self._proc.returncode}; see {self.data_dir}")
+                    raise LaunchError(
+                        f"redis-server exited with {self._proc.returncode}; see {self.data_dir}"
+                    )
                 with contextlib.suppress(aioredis.ConnectionError, aioredis.BusyLoadingError):
                     if await client.ping():
                         return self.url

@@ -7,7 +7,7 @@ dependencies (torch, say) costs nothing until a graph names it.
 from __future__ import annotations
 
 import importlib
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from coe.errors import UserError
 
@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, base: type[T], entries: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, base: Any, entries: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.base = base
         self._entries: dict[str, str] = dict(entries or {})

@@ -27,4 +27,6 @@ class FixedRouter(Router):
         experts = list(self.params.experts or self.context.experts)
         if self.params.take:
             experts = experts[: self.params.take]
-        return RouteDecision(tuple(experts), experts[0] if experts else None, confidence=1.0, router=self.name)
+        return RouteDecision(
+            tuple(experts), experts[0] if experts else None, confidence=1.0, router=self.name
+        )

@@ -16,9 +16,10 @@ from coe.aggregators.base import Aggregate, Aggregator
 from coe.errors import UserError
 from coe.types import Candidate, Messages
 
+# "Answer" in any case, the letter in upper case only: "the answer is a prime" names no choice.
 _CHOICE_PATTERNS = (
-    re.compile(r"answer is:?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"answer:\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE),
+    re.compile(r"(?i:answer is):?\s*\(?([A-J])\)?(?![A-Za-z])"),
+    re.compile(r"(?i:answer):\s*\(?([A-J])\)?(?![A-Za-z])"),
     re.compile(r"^\s*\(?([A-J])\)?[.)]?\s*$"),
 )
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -29,10 +30,10 @@ def answer_key(text: str) -> str | None:
     for pattern in _CHOICE_PATTERNS:
         match = pattern.search(text)
         if match:
-            return match.group(1).upper()
+            return str(match.group(1)).upper()
     numbers = _NUMBER.findall(text)
     if numbers:
-        value = numbers[-1].replace(",", "")
+        value = str(numbers[-1]).replace(",", "")
         return value.rstrip("0").rstrip(".") if "." in value else value
     return None
 
@@ -42,7 +43,9 @@ def _closest(candidates: Sequence[Candidate]) -> int:
         return 0
     best, best_score = 0, -1.0
     for i, cand in enumerate(candidates):
-        others = [SequenceMatcher(None, cand.content, o.content).ratio() for j, o in enumerate(candidates) if j != i]
+        others = [
+            SequenceMatcher(None, cand.content, o.content).ratio() for j, o in enumerate(candidates) if j != i
+        ]
         score = sum(others) / len(others)
         if score > best_score + 1e-12:
             best, best_score = i, score

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from coe.errors import ConfigError
+from coe.experts.base import ExpertClient
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +70,7 @@ def _show(args: argparse.Namespace) -> int:
 class _NoExperts:
     """Drawing a graph calls no expert."""
 
-    def client(self, name: str) -> object:
+    def client(self, name: str) -> ExpertClient:
         raise ConfigError(f"drawing a graph does not call experts ({name})")
 
 

@@ -22,8 +22,10 @@ def _shots_path(options: EvalOptions) -> str:
         for name in ("validation.parquet", "validation.jsonl"):
             if (folder / name).exists():
                 return str(folder / name)
-        raise UserError(f"no validation split beside {options.data_path} for 5-shot prompts: "
-                        "pass --shots-path or --prompt cot0")
+        raise UserError(
+            f"no validation split beside {options.data_path} for 5-shot prompts: "
+            "pass --shots-path or --prompt cot0"
+        )
     return options.data_path or MMLU_PRO_HUB
 
 
@@ -36,7 +38,10 @@ def load_questions(options: EvalOptions) -> tuple[list[Question], dict[str, list
     if options.dataset == "gpqa":
         if not options.data_path:
             raise UserError("--data-path must name GPQA's dataset.zip")
-        return load_gpqa(Path(options.data_path), subset=options.split or "main", seed=options.seed), {}
+        subset = options.split or "main"
+        if subset not in ("main", "diamond", "extended"):
+            raise UserError(f"GPQA split must be main, diamond or extended, not {subset!r}")
+        return load_gpqa(Path(options.data_path), subset=subset, seed=options.seed), {}  # type: ignore[arg-type]
     if not options.data_path:
         raise UserError("--data-path must name the CSV file")
     return load_csv(Path(options.data_path)), {}

@@ -44,8 +44,10 @@ async def expert_records(
         for question in questions:
             if question.question_id in record.predictions:
                 continue
-            request = ExpertRequest(run.messages(question, shots),
-                                    metadata={"question_id": question.question_id, "question": question.question})
+            request = ExpertRequest(
+                run.messages(question, shots),
+                metadata={"question_id": question.question_id, "question": question.question},
+            )
             completion = await client.complete(request)
             record.predictions[question.question_id] = extract_choice(completion.content)
             record.cost += completion.usage.cost
@@ -60,8 +62,9 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def compare(questions: Sequence[Question], rows: Mapping[int, Any],
-            records: Mapping[str, ExpertRecord]) -> dict[str, Any]:
+def compare(
+    questions: Sequence[Question], rows: Mapping[int, Any], records: Mapping[str, ExpertRecord]
+) -> dict[str, Any]:
     gold = {q.question_id: q.answer for q in questions if q.question_id in rows}
     full = [n for n, r in records.items() if all(qid in r.predictions for qid in gold)]
     cats: dict[str, list[int]] = defaultdict(list)
@@ -69,20 +72,25 @@ def compare(questions: Sequence[Question], rows: Mapping[int, Any],
         if q.question_id in gold:
             cats[q.category].append(q.question_id)
     table: dict[str, dict[str, float | None]] = {}
-    for cat, qids in sorted(cats.items()) + [("overall", list(gold))]:
-        line: dict[str, float | None] = {"n": float(len(qids)),
-                                          "graph": _acc([rows[q]["correct"] for q in qids])}
+    for cat, qids in [*sorted(cats.items()), ("overall", list(gold))]:
+        line: dict[str, float | None] = {
+            "n": float(len(qids)),
+            "graph": _acc([rows[q]["correct"] for q in qids]),
+        }
         for name, rec in records.items():
             line[name] = _acc([rec.predictions[q] == gold[q] for q in qids if q in rec.predictions])
-        line["oracle"] = _acc([any(records[n].predictions[q] == gold[q] for n in full) for q in qids]) if full else None
+        line["oracle"] = (
+            _acc([any(records[n].predictions[q] == gold[q] for n in full) for q in qids]) if full else None
+        )
         table[cat] = line
     overall = table["overall"]
     best = max(full, key=lambda n: overall[n] or 0.0) if full else None
     return {"table": table, "full": full, "best": best}
 
 
-def _markdown(summary: Mapping[str, Any], comparison: Mapping[str, Any],
-              records: Mapping[str, ExpertRecord]) -> str:
+def _markdown(
+    summary: Mapping[str, Any], comparison: Mapping[str, Any], records: Mapping[str, ExpertRecord]
+) -> str:
     table = comparison["table"]
     names = list(records)
     best = comparison["best"]
@@ -98,25 +106,45 @@ def _markdown(summary: Mapping[str, Any], comparison: Mapping[str, Any],
         f"- model loads: {summary['model_loads']}; wall time {summary['wall_s']} s",
     ]
     if best is not None:
-        lines.append(f"- best single expert: `{best}` {_fmt(overall[best])}% (${records[best].cost:.4f}); "
-                     f"oracle over {len(comparison['full'])} experts: {_fmt(overall['oracle'])}%")
+        lines.append(
+            f"- best single expert: `{best}` {_fmt(overall[best])}% (${records[best].cost:.4f}); "
+            f"oracle over {len(comparison['full'])} experts: {_fmt(overall['oracle'])}%"
+        )
         delta = (summary["accuracy"] - (overall[best] or 0.0)) * 100
         lines.append(f"- graph vs best single: {delta:+.1f} points")
     header = ["category", "n", "graph", *names, "oracle"]
-    lines += ["", "Accuracy (%) per category, on the same questions:", "",
-              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "",
+        "Accuracy (%) per category, on the same questions:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for cat, line in table.items():
-        cells = [cat, str(int(line["n"] or 0)), _fmt(line["graph"]), *(_fmt(line[n]) for n in names),
-                 _fmt(line["oracle"])]
+        cells = [
+            cat,
+            str(int(line["n"] or 0)),
+            _fmt(line["graph"]),
+            *(_fmt(line[n]) for n in names),
+            _fmt(line["oracle"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Cost (USD) of each expert over these questions: "
-              + ", ".join(f"`{n}` ${r.cost:.4f}" for n, r in records.items()),
-              "", "![per-category accuracy](per_category.png)", "", "![cost vs accuracy](cost_accuracy.png)", ""]
+    lines += [
+        "",
+        "Cost (USD) of each expert over these questions: "
+        + ", ".join(f"`{n}` ${r.cost:.4f}" for n, r in records.items()),
+        "",
+        "![per-category accuracy](per_category.png)",
+        "",
+        "![cost vs accuracy](cost_accuracy.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _plots(summary: Mapping[str, Any], comparison: Mapping[str, Any],
-           records: Mapping[str, ExpertRecord], out: Path) -> None:
+def _plots(
+    summary: Mapping[str, Any], comparison: Mapping[str, Any], records: Mapping[str, ExpertRecord], out: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,16 +184,26 @@ def _plots(summary: Mapping[str, Any], comparison: Mapping[str, Any],
     plt.close(fig)
 
 
-async def write_report(run: EvalRun, questions: Sequence[Question], shots: dict[str, list[Question]],
-                       rows: Mapping[int, Any], summary: dict[str, Any], out: Path) -> None:
+async def write_report(
+    run: EvalRun,
+    questions: Sequence[Question],
+    shots: dict[str, list[Question]],
+    rows: Mapping[int, Any],
+    summary: dict[str, Any],
+    out: Path,
+) -> None:
     records = await expert_records(run, questions, shots, rows)
     comparison = compare(questions, rows, records)
     summary["comparison"] = {
         "best_single": comparison["best"],
-        "best_single_accuracy": comparison["table"]["overall"].get(comparison["best"]) if comparison["best"] else None,
+        "best_single_accuracy": comparison["table"]["overall"].get(comparison["best"])
+        if comparison["best"]
+        else None,
         "oracle_accuracy": comparison["table"]["overall"]["oracle"],
-        "experts": {n: {"accuracy": comparison["table"]["overall"][n], "cost": round(r.cost, 8)}
-                    for n, r in records.items()},
+        "experts": {
+            n: {"accuracy": comparison["table"]["overall"][n], "cost": round(r.cost, 8)}
+            for n, r in records.items()
+        },
     }
     from coe.eval.results import write_json
 

@@ -48,8 +48,14 @@ def question_row(question: Question, result: RunResult | None, error: str | None
     """One line of results.jsonl."""
     if result is None:
         return {
-            "question_id": question.question_id, "category": question.category, "answer": question.answer,
-            "prediction": None, "correct": False, "experts": [], "expert_predictions": {}, "expert_costs": {},
+            "question_id": question.question_id,
+            "category": question.category,
+            "answer": question.answer,
+            "prediction": None,
+            "correct": False,
+            "experts": [],
+            "expert_predictions": {},
+            "expert_costs": {},
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "latency_s": 0.0},
             "error": error,
         }
@@ -88,13 +94,17 @@ class EvalRun:
             self.bank = ReplayBank.load(options.replay_dir)
         configs = {c.name: c for c in load_experts(settings.experts_file)}
         spec_pool = self.loaded.spec.experts
-        self.pool_names = list(options.experts) or (list(spec_pool) if isinstance(spec_pool, list) else list(configs))
+        self.pool_names = list(options.experts) or (
+            list(spec_pool) if isinstance(spec_pool, list) else list(configs)
+        )
         needed = list(dict.fromkeys([*self.pool_names, *(name for _, name in self.loaded.expert_refs())]))
         replayed = set(self.bank.names) if self.bank else set()
         unknown = [n for n in needed if n not in replayed and n not in configs]
         if unknown:
-            raise UserError(f"unknown expert(s): {', '.join(unknown)} (not configured"
-                            + (f", not in {options.replay_dir})" if options.replay_dir else "; no --replay-dir)"))
+            raise UserError(
+                f"unknown expert(s): {', '.join(unknown)} (not configured"
+                + (f", not in {options.replay_dir})" if options.replay_dir else "; no --replay-dir)")
+            )
         self.replayed = [n for n in needed if n in replayed]
         self.live = [n for n in needed if n not in replayed]
         self.pool = ExpertPool([configs[n] for n in self.live], settings)
@@ -137,8 +147,13 @@ class EvalRun:
         return question_row(question, result)
 
 
-async def _drain(run: EvalRun, todo: Sequence[Question], shots: dict[str, list[Question]],
-                 writer: ResultWriter, rows: dict[int, dict[str, Any]]) -> None:
+async def _drain(
+    run: EvalRun,
+    todo: Sequence[Question],
+    shots: dict[str, list[Question]],
+    writer: ResultWriter,
+    rows: dict[int, dict[str, Any]],
+) -> None:
     from tqdm import tqdm
 
     queue: asyncio.Queue[Question] = asyncio.Queue()
@@ -182,7 +197,7 @@ async def run_eval(options: EvalOptions, settings: Settings) -> dict[str, Any]:
         rows.values(),
         graph=run.loaded.name,
         dataset=options.dataset,
-        split=options.split,
+        split=options.split or ("main" if options.dataset == "gpqa" else "test"),
         experts=run.callable,
         tokenizer=run.counter.name,
         model_loads={name: loads.get(name, 0) for name in run.callable},

@@ -135,7 +135,9 @@ class Launcher(abc.ABC):
                     if (await client.get(url)).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
-        raise LaunchError(f"server for {self.name!r} not healthy after {self.start_timeout_s:.0f}s: {self._log_tail()}")
+        raise LaunchError(
+            f"server for {self.name!r} not healthy after {self.start_timeout_s:.0f}s: {self._log_tail()}"
+        )
 
     def _log_tail(self, lines: int = 5) -> str:
         try:
@@ -186,12 +188,21 @@ class LlamaCppServer(Launcher):
 
     def command(self, port: int) -> list[str]:
         return [
-            sys.executable, "-m", "coe.experts._llama_server",
-            "--model", self.model_path,
-            "--host", self.host,
-            "--port", str(port),
-            "--ctx", str(self.context_size),
-            "--parallel", str(self.parallel),
-            "--threads", str(self.threads),
-            "--alias", self.name,
+            sys.executable,
+            "-m",
+            "coe.experts._llama_server",
+            "--model",
+            self.model_path,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--ctx",
+            str(self.context_size),
+            "--parallel",
+            str(self.parallel),
+            "--threads",
+            str(self.threads),
+            "--alias",
+            self.name,
         ]

@@ -88,8 +88,9 @@ class ExpertPool:
 
     async def start_one(self, name: str) -> None:
         config = self.configs[name]
-        launcher = self.launchers.get(name) or await asyncio.to_thread(make_launcher, config, self.settings)
-        self.launchers[name] = launcher
+        launcher = self.launchers.get(name)
+        if launcher is None:
+            launcher = self.launchers[name] = await asyncio.to_thread(make_launcher, config, self.settings)
         base_url = await launcher.start()
         self._clients[name] = self._wrap(config, base_url)
 
@@ -124,4 +125,3 @@ class ExpertPool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coe.errors import ExpertError, ExpertTimeout, UpstreamError
 from coe.experts.base import ExpertClient, WrapperExpert
@@ -65,7 +65,7 @@ class Meter:
 
     calls: int = 0
     failures: int = 0
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
 
     def as_dict(self) -> dict[str, object]:
         return {"calls": self.calls, "failures": self.failures, **self.usage.as_dict()}

@@ -47,11 +47,14 @@ def compile_graph(loaded: LoadedGraph, nodes: dict[str, NodeKind]) -> Any:
     for edge in spec.edges:
         graph.add_edge(edge.source, edge.target)
     for cond in spec.conditional_edges:
-        graph.add_conditional_edges(cond.source, _branch(cond.when, cond.threshold),
-                                    {"then": cond.then, "else": cond.otherwise})
+        graph.add_conditional_edges(
+            cond.source, _branch(cond.when, cond.threshold), {"then": cond.then, "else": cond.otherwise}
+        )
     for name, node in nodes.items():
         if isinstance(node.params, StopParams):
-            graph.add_conditional_edges(name, _stop_branch, {"next": node.params.next, "done": node.params.done})
+            graph.add_conditional_edges(
+                name, _stop_branch, {"next": node.params.next, "done": node.params.done}
+            )
     graph.add_edge(spec.exit, END)
     return graph.compile(name=loaded.name)
 

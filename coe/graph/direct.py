@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from coe.errors import CoeError
@@ -21,7 +22,8 @@ from coe.graph.state import GraphState
 
 #: state keys whose updates append (the ``operator.add`` reducers of GraphState)
 ADDITIVE = frozenset(
-    key for key, hint in typing.get_type_hints(GraphState, include_extras=True).items()
+    key
+    for key, hint in typing.get_type_hints(GraphState, include_extras=True).items()
     if typing.get_origin(hint) is typing.Annotated
 )
 
@@ -34,19 +36,43 @@ def merge(state: GraphState, update: dict[str, Any]) -> None:
         target[key] = target.get(key, []) + value if key in ADDITIVE else value
 
 
+@dataclass(frozen=True, slots=True)
+class _Goto:
+    target: str | None
+
+    def __call__(self, state: GraphState) -> str | None:
+        return self.target
+
+
+@dataclass(frozen=True, slots=True)
+class _Branch:
+    when: str
+    threshold: float | None
+    then: str
+    otherwise: str
+
+    def __call__(self, state: GraphState) -> str | None:
+        return self.then if CONDITIONS[self.when](state, self.threshold) else self.otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class _Loop:
+    params: StopParams
+
+    def __call__(self, state: GraphState) -> str | None:
+        return self.params.done if state.get("stopped") else self.params.next
+
+
 def _transitions(loaded: LoadedGraph, nodes: dict[str, NodeKind]) -> dict[str, Step]:
     spec = loaded.spec
-    steps: dict[str, Step] = {spec.exit: lambda state: None}
+    steps: dict[str, Step] = {spec.exit: _Goto(None)}
     for edge in spec.edges:
-        steps[edge.source] = lambda state, target=edge.target: target
+        steps[edge.source] = _Goto(edge.target)
     for cond in spec.conditional_edges:
-        check = CONDITIONS[cond.when]
-        steps[cond.source] = (
-            lambda state, c=cond, f=check: c.then if f(state, c.threshold) else c.otherwise
-        )
+        steps[cond.source] = _Branch(cond.when, cond.threshold, cond.then, cond.otherwise)
     for name, node in nodes.items():
         if isinstance(node.params, StopParams):
-            steps[name] = lambda state, p=node.params: p.done if state.get("stopped") else p.next
+            steps[name] = _Loop(node.params)
     return steps
 
 

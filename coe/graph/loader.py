@@ -58,7 +58,9 @@ def _node_problems(spec: GraphSpec, params: dict[str, NodeParams], base_dir: Pat
     for name, node in spec.nodes.items():
         where: Loc = ("nodes", name)
         if node.kind not in NODE_KINDS:
-            problems.append(((*where, "kind"), f"unknown node kind {node.kind!r} (known: {', '.join(NODE_KINDS.names)})"))
+            problems.append(
+                ((*where, "kind"), f"unknown node kind {node.kind!r} (known: {', '.join(NODE_KINDS.names)})")
+            )
             continue
         kind = NODE_KINDS.get(node.kind)
         try:
@@ -91,8 +93,12 @@ def _reference_problems(spec: GraphSpec) -> list[Problem]:
         need(("conditional_edges", i, "then"), cond.then)
         need(("conditional_edges", i, "else"), cond.otherwise)
         if cond.when not in CONDITIONS:
-            problems.append((("conditional_edges", i, "when"),
-                             f"unknown condition {cond.when!r} (known: {', '.join(CONDITIONS)})"))
+            problems.append(
+                (
+                    ("conditional_edges", i, "when"),
+                    f"unknown condition {cond.when!r} (known: {', '.join(CONDITIONS)})",
+                )
+            )
     for name, node in nodes.items():
         if node.kind == "stop":
             for key in ("next", "done"):
@@ -129,8 +135,10 @@ def load_graph(
     loaded = LoadedGraph(graph_name(path, graphs_dir), path, spec, positions)
     problems = check(loaded, path.parent)
     if not problems and known_experts is not None:
-        problems = [f"{loaded.where(loc)}: unknown expert {name!r}"
-                    for loc, name in loaded.missing_experts(known_experts)]
+        problems = [
+            f"{loaded.where(loc)}: unknown expert {name!r}"
+            for loc, name in loaded.missing_experts(known_experts)
+        ]
     if problems:
         raise ConfigError(problems)
     return loaded

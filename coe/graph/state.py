@@ -16,11 +16,11 @@ class GraphState(TypedDict, total=False):
     messages: list[Message]
     params: RunParams
     route: RouteDecision | None
-    latest: list[Candidate]          # the last experts node's answers
+    latest: list[Candidate]  # the last experts node's answers
     history: Annotated[list[Candidate], operator.add]  # every answer of every round
-    selected: list[Candidate]        # what the last select node kept
+    selected: list[Candidate]  # what the last select node kept
     aggregate: Aggregate | None
-    round: int                       # completed loop rounds (incremented by stop nodes)
+    round: int  # completed loop rounds (incremented by stop nodes)
     stopped: bool
     answer: str
     # trace events, appended by nodes

@@ -29,37 +29,17 @@ def _reachable(start: str, succ: dict[str, list[str]]) -> set[str]:
 
 
 def _cycles(succ: dict[str, list[str]]) -> list[list[str]]:
-    """Strongly connected components that contain a cycle (Tarjan, iterative enough for small graphs)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
+    """Groups of nodes that reach each other (the loops); graphs are small, so O(n²) is fine."""
+    # nodes reachable from v in one step or more; v is on a loop when it reaches itself
+    reach = {v: set().union(*(_reachable(w, succ) for w in succ[v])) for v in succ}
     found: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in succ[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1 or v in succ[v]:
-                found.append(sorted(component, key=list(succ).index))
-
+    seen: set[str] = set()
     for v in succ:
-        if v not in index:
-            visit(v)
+        if v in seen or v not in reach[v]:
+            continue
+        component = [w for w in succ if w in reach[v] and v in reach[w]]
+        seen.update(component)
+        found.append(component)
     return found
 
 
@@ -76,9 +56,17 @@ def _outgoing_problems(spec: GraphSpec, succ: dict[str, list[str]]) -> list[Prob
             problems.append((loc, f"node {name!r} is a dead end: add an edge from it"))
         if (node.kind == "stop" and name in plain | branching) or (name in plain and name in branching):
             problems.append((loc, f"node {name!r} has both fixed and conditional outgoing edges"))
-        elif sum(e.source == name for e in spec.edges) > 1 or sum(c.source == name for c in spec.conditional_edges) > 1:
-            problems.append((loc, f"node {name!r} has more than one outgoing edge: "
-                                  "fan out inside an experts node, or branch with conditional_edges"))
+        elif (
+            sum(e.source == name for e in spec.edges) > 1
+            or sum(c.source == name for c in spec.conditional_edges) > 1
+        ):
+            problems.append(
+                (
+                    loc,
+                    f"node {name!r} has more than one outgoing edge: "
+                    "fan out inside an experts node, or branch with conditional_edges",
+                )
+            )
     return problems
 
 
@@ -86,11 +74,18 @@ def problems(spec: GraphSpec) -> list[Problem]:
     succ = successors(spec)
     found = _outgoing_problems(spec, succ)
     reachable = _reachable(spec.entry, succ)
-    found += [(("nodes", n), f"node {n!r} is unreachable from entry {spec.entry!r}")
-              for n in spec.nodes if n not in reachable]
+    found += [
+        (("nodes", n), f"node {n!r} is unreachable from entry {spec.entry!r}")
+        for n in spec.nodes
+        if n not in reachable
+    ]
     for component in _cycles(succ):
         if not any(spec.nodes[n].kind == "stop" for n in component):
             loop = " -> ".join([*component, component[0]])
-            found.append((("nodes", component[0]),
-                          f"loop {loop} has no bound: route it through a stop node with max_rounds"))
+            found.append(
+                (
+                    ("nodes", component[0]),
+                    f"loop {loop} has no bound: route it through a stop node with max_rounds",
+                )
+            )
     return found

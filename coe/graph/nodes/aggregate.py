@@ -48,6 +48,10 @@ class AggregateNode(NodeKind):
         if not candidates:
             raise UserError(f"node {self.name!r}: no answers to aggregate")
         result = await self.aggregator.aggregate(state["messages"], candidates)
-        event = {"node": self.name, "aggregator": self.params.aggregator, "chosen": list(result.chosen),
-                 **result.detail}
+        event = {
+            "node": self.name,
+            "aggregator": self.params.aggregator,
+            "chosen": list(result.chosen),
+            **result.detail,
+        }
         return {"aggregate": result, "aggregates": [event]}

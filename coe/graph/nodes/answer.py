@@ -18,5 +18,7 @@ class AnswerNode(NodeKind):
         if not candidates:
             raise UserError(f"node {self.name!r}: no answer was produced")
         first = candidates[0]
-        return {"answer": first.content,
-                "aggregates": [{"node": self.name, "aggregator": "first", "chosen": [first.expert]}]}
+        return {
+            "answer": first.content,
+            "aggregates": [{"node": self.name, "aggregator": "first", "chosen": [first.expert]}],
+        }

@@ -39,7 +39,7 @@ def listing(candidates: list[Candidate], limit: int = 1500) -> str:
 def judge_messages(messages: Messages, candidates: list[Candidate], k: int) -> list[Message]:
     prompt = (
         f"Question:\n{question_text(messages)}\n\n{listing(candidates)}\n\n"
-        f"Pick the {k} best answer(s). Reply with only JSON like {{\"selected\": [0]}} "
+        f'Pick the {k} best answer(s). Reply with only JSON like {{"selected": [0]}} '
         f"listing the answer numbers (0 to {len(candidates) - 1})."
     )
     return [{"role": "user", "content": prompt}]
@@ -47,7 +47,8 @@ def judge_messages(messages: Messages, candidates: list[Candidate], k: int) -> l
 
 def moderator_messages(messages: Messages, candidates: list[Candidate], round_: int) -> list[Message]:
     prompt = (
-        f"Question:\n{question_text(messages)}\n\nAfter round {round_}, the answers are:\n\n{listing(candidates)}\n\n"
+        f"Question:\n{question_text(messages)}\n\n"
+        f"After round {round_}, the answers are:\n\n{listing(candidates)}\n\n"
         "Is one of these answers good enough to stop the discussion? "
         'Reply with only JSON: {"stop": true} or {"stop": false}.'
     )

@@ -52,10 +52,14 @@ class RouteNode(NodeKind):
         try:
             router_params = router_cls.Params.model_validate(params.params)
         except pydantic.ValidationError as err:
-            return [(("params", *e["loc"]), "unknown field" if e["type"] == "extra_forbidden" else e["msg"])
-                    for e in err.errors(include_url=False)]
-        return [(("params", *loc), msg)
-                for loc, msg in router_cls.check(router_params, RouterContext(experts, base_dir))]
+            return [
+                (("params", *e["loc"]), "unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in err.errors(include_url=False)
+            ]
+        return [
+            (("params", *loc), msg)
+            for loc, msg in router_cls.check(router_params, RouterContext(experts, base_dir))
+        ]
 
     async def __call__(self, state: GraphState) -> dict[str, Any]:
         decision = await self.router.route(state["messages"])

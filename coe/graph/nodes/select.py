@@ -62,8 +62,12 @@ class SelectNode(NodeKind):
             messages = judge_messages(state["messages"], list(candidates), params.k)
             try:
                 verdict = await call_expert(
-                    self.context.lookup.client(params.judge), messages,
-                    RunParams(max_tokens=params.max_tokens, temperature=0.0), trace, self.name, "judge",
+                    self.context.lookup.client(params.judge),
+                    messages,
+                    RunParams(max_tokens=params.max_tokens, temperature=0.0),
+                    trace,
+                    self.name,
+                    "judge",
                 )
                 parsed = parse_selection(verdict.content, len(candidates), params.k)
                 failure = None if parsed else "judge output was not a valid selection"

@@ -40,7 +40,9 @@ class StopNode(NodeKind):
     def check(cls, params: NodeParams, experts: Sequence[str], base_dir: Path) -> list[Problem]:
         assert isinstance(params, StopParams)
         if params.condition is not None and params.condition not in CONDITIONS:
-            return [(("condition",), f"unknown condition {params.condition!r} (known: {', '.join(CONDITIONS)})")]
+            return [
+                (("condition",), f"unknown condition {params.condition!r} (known: {', '.join(CONDITIONS)})")
+            ]
         return []
 
     async def _moderator_stops(self, state: GraphState, round_: int, trace: Trace) -> tuple[bool, str]:
@@ -49,8 +51,14 @@ class StopNode(NodeKind):
         answers = state.get("selected") or state.get("latest") or []
         messages = moderator_messages(state["messages"], list(answers), round_)
         try:
-            reply = await call_expert(self.context.lookup.client(params.moderator), messages,
-                                      RunParams(max_tokens=32, temperature=0.0), trace, self.name, "moderator")
+            reply = await call_expert(
+                self.context.lookup.client(params.moderator),
+                messages,
+                RunParams(max_tokens=32, temperature=0.0),
+                trace,
+                self.name,
+                "moderator",
+            )
         except ExpertError as err:
             return False, f"moderator failed ({err}); going on"
         verdict = first_json_object(reply.content)
