@@ -64,6 +64,9 @@ def parse(text: str, source: str) -> tuple[Any, Positions]:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = err.problem or err.context or "invalid YAML"
+        started = err.context_mark
+        if err.context and started is not None and started.line + 1 != line:
+            problem += f" ({err.context} at line {started.line + 1}, column {started.column + 1})"
         raise ConfigError(f"{source}:{line}:{col}: yaml: {problem}") from None
     positions: Positions = {}
     if node is not None:

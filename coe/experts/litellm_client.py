@@ -8,6 +8,7 @@ without a chat template) get the conversation rendered into their ``prompt_templ
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -31,6 +32,16 @@ def load_litellm() -> Any:
         litellm.telemetry = False
         _configured = True
     return litellm
+
+
+async def close_litellm_clients() -> None:
+    """Close the HTTP clients litellm caches, so none is left open when the event loop ends."""
+    if "litellm" not in sys.modules:
+        return
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    await close_litellm_async_clients()
+    sys.modules["litellm"].in_memory_llm_clients_cache.flush_cache()
 
 
 def with_system_prompt(messages: Messages, system_prompt: str | None) -> list[Message]:
@@ -60,6 +71,32 @@ class LiteLLMExpert(ExpertClient):
         self.config = config
         self.base_url = base_url
         self.default_max_tokens = default_max_tokens
+        self._client: Any = None
+
+    def _openai_client(self) -> Any:
+        """Our own HTTP client for OpenAI-compatible servers: pooled per expert, closed in ``aclose``."""
+        if self.config.backend == "litellm" or not self.base_url:
+            return None
+        if self._client is None:
+            import httpx
+            import openai
+
+            limits = httpx.Limits(max_connections=self.config.max_concurrency * 2)
+            self._client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key(),
+                max_retries=0,
+                http_client=httpx.AsyncClient(limits=limits, timeout=self.config.timeout_s),
+            )
+        return self._client
+
+    def _api_key(self) -> str:
+        return os.environ.get(f"COE_KEY_{self.name.upper().replace('-', '_')}", "none")
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
     def _model(self) -> str:
         if self.config.backend == "litellm":
@@ -81,7 +118,10 @@ class LiteLLMExpert(ExpertClient):
             kwargs["stop"] = stop
         if self.base_url:
             kwargs["api_base"] = self.base_url
-            kwargs["api_key"] = os.environ.get(f"COE_KEY_{self.name.upper().replace('-', '_')}", "none")
+            kwargs["api_key"] = self._api_key()
+        client = self._openai_client()
+        if client is not None:
+            kwargs["client"] = client
         return kwargs
 
     async def complete(self, request: ExpertRequest) -> Completion:

@@ -12,7 +12,7 @@ from coe.config import ExpertConfig, Settings
 from coe.errors import UserError
 from coe.experts.base import ExpertClient
 from coe.experts.launch import Launcher
-from coe.experts.litellm_client import LiteLLMExpert, load_litellm
+from coe.experts.litellm_client import LiteLLMExpert, close_litellm_clients, load_litellm
 from coe.experts.models import resolve_model
 from coe.experts.wrappers import Meter, MeteredExpert, wrap
 
@@ -99,12 +99,15 @@ class ExpertPool:
         if launcher is not None:
             await launcher.stop()
         if name in self.configs and self.configs[name].launched:
-            self._clients.pop(name, None)
+            client = self._clients.pop(name, None)
+            if client is not None:
+                await client.aclose()
 
     async def stop(self) -> None:
         await asyncio.gather(*(launcher.stop() for launcher in self.launchers.values()))
         for client in self._clients.values():
             await client.aclose()
+        await close_litellm_clients()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
