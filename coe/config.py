@@ -54,7 +54,15 @@ class ExpertConfig(BaseModel):
     max_concurrency: int = Field(2, gt=0)
     timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(1, ge=0)
-    start_timeout_s: float = Field(120.0, gt=0)
+    start_timeout_s: float | None = Field(
+        None, gt=0, description="seconds a launched server may take to start; default 120 (llama.cpp), 600 (vLLM)"
+    )
+    server_args: tuple[str, ...] = Field(
+        (), description="extra arguments for a launched vLLM server, e.g. [--dtype, float32, --enforce-eager]"
+    )
+    memory_bytes: int | None = Field(
+        None, gt=0, description="batch workers: memory its server holds; null = GGUF size, else params_b x 2 GB"
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -67,6 +75,8 @@ class ExpertConfig(BaseModel):
     def _endpoint_or_launchable(self) -> ExpertConfig:
         if self.backend == "openai" and self.endpoint is None:
             raise ValueError("backend 'openai' needs an endpoint")
+        if self.server_args and not (self.backend == "vllm" and self.endpoint is None):
+            raise ValueError("server_args apply only to vllm servers that coe launches")
         return self
 
     @property
@@ -117,6 +127,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_max_tokens: int = Field(512, gt=0)
     request_timeout_s: float = Field(300.0, gt=0)
+    batch_memory_budget_bytes: int | None = Field(
+        None, gt=0, description="per batch worker; null = no limit; a model larger than it loads alone"
+    )
+    batch_max_attempts: int = Field(3, gt=0, description="tries per batch call before it is dead-lettered")
+    batch_visibility_timeout_s: float = Field(60.0, gt=0, description="a dead worker's calls are retaken after")
+    batch_lease_s: float = Field(30.0, gt=0, description="expert and driver leases expire after (renewed at 1/3)")
     config_file: Path | None = Field(None, exclude=True)
 
     _validate_keys = field_validator("api_keys", mode="before")(_csv)

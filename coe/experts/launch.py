@@ -178,7 +178,7 @@ class LlamaCppServer(Launcher):
         context_size: int = 4096,
         parallel: int = 2,
         threads: int | None = None,
-        start_timeout_s: float = 60.0,
+        start_timeout_s: float = 120.0,
     ) -> None:
         super().__init__(name, log_dir=log_dir, start_timeout_s=start_timeout_s)
         self.model_path = model_path

@@ -27,13 +27,16 @@ def make_launcher(config: ExpertConfig, settings: Settings) -> Launcher:
     module, cls_name = LAUNCHERS[config.backend]
     cls = getattr(importlib.import_module(module), cls_name)
     model = resolve_model(config.model, settings.model_cache)
+    options: dict[str, Any] = {"extra_args": config.server_args} if config.server_args else {}
+    if config.start_timeout_s is not None:
+        options["start_timeout_s"] = config.start_timeout_s
     launcher: Launcher = cls(
         config.name,
         model,
         log_dir=settings.state_dir / "logs",
         context_size=config.context_size,
         parallel=config.max_concurrency,
-        start_timeout_s=config.start_timeout_s,
+        **options,
     )
     return launcher
 
