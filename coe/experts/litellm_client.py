@@ -40,7 +40,7 @@ async def close_litellm_clients() -> None:
         return
     from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
 
-    await close_litellm_async_clients()
+    await close_litellm_async_clients()  # type: ignore[no-untyped-call]
     sys.modules["litellm"].in_memory_llm_clients_cache.flush_cache()
 
 
