@@ -43,8 +43,8 @@ class Service:
         self.settings = settings
         self.experts = experts if experts is not None else load_experts(settings.experts_file)
         self.pool = ExpertPool(self.experts, settings)
-        self._pipeline_factory = pipelines
-        self.pipelines: dict[str, Pipeline] = {}
+        # Graphs are checked and compiled before anything starts: a bad graph stops start-up early.
+        self.pipelines: dict[str, Pipeline] = pipelines(self.pool, settings)
         self.redis: RedisServer | None = None
         self.redis_url = settings.redis_url
         self._start_redis = start_redis
@@ -56,7 +56,6 @@ class Service:
                 self.redis = RedisServer(parent_dir=self.settings.state_dir / "redis")
                 self.redis_url = await self.redis.start()
                 log.info("started redis-server at %s (data in %s)", self.redis_url, self.redis.data_dir)
-            self.pipelines = self._pipeline_factory(self.pool, self.settings)
             await self.pool.start()
             for name, launcher in self.pool.launchers.items():
                 log.info("expert %s ready at %s (%.2fs load)", name, launcher.base_url, launcher.stats.load_s)
