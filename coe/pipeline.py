@@ -27,6 +27,7 @@ class RunParams:
     temperature: float | None = None
     stop: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -112,7 +113,9 @@ async def call_expert(
     role: str | None = None,
 ) -> Candidate:
     """Call one expert and record the call (or its failure) in the trace."""
-    request = ExpertRequest(messages, params.max_tokens, params.temperature, params.stop, params.metadata)
+    request = ExpertRequest(
+        messages, params.max_tokens, params.temperature, params.stop, params.metadata, params.json_schema
+    )
     try:
         completion = await client.complete(request)
     except (ExpertError, UserError) as err:

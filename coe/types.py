@@ -56,6 +56,8 @@ class ExpertRequest:
     temperature: float | None = None
     stop: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: a JSON Schema the answer must follow (servers that support constrained output enforce it)
+    json_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,14 @@ import pytest_asyncio
 from conftest import MODEL_CACHE, REPO
 
 from coe.config import Settings, load_experts
+from coe.experts.base import ExpertClient
+from coe.experts.pool import ExpertPool
 from coe.graph.catalog import graph_files
 from coe.graph.compile import GraphPipeline
 from coe.graph.loader import load_graph
+from coe.graph.nodes.select import parse_selection, selection_schema
 from coe.pipeline import RunParams
-from coe.experts.pool import ExpertPool
+from coe.types import Completion, ExpertRequest, Usage
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -25,7 +28,9 @@ LOCAL_GRAPHS = [p for p in graph_files(REPO / "graphs") if "mmlu_pro" not in p.p
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pool(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExpertPool]:
-    settings = Settings(state_dir=tmp_path_factory.mktemp("graphs"), models_dir=MODEL_CACHE, default_max_tokens=16)
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("graphs"), models_dir=MODEL_CACHE, default_max_tokens=16
+    )
     pool = ExpertPool(load_experts(REPO / "config" / "experts.yaml"), settings)
     await pool.start()
     try:
@@ -57,9 +62,13 @@ async def test_shipped_graph_runs(path: Path, pool: ExpertPool) -> None:
 
 async def test_engines_take_the_same_path(pool: ExpertPool) -> None:
     path = REPO / "graphs" / "vote.yaml"
-    via_langgraph = await pipeline(path, pool, "langgraph").run(QUESTION, RunParams(max_tokens=8, temperature=0))
+    via_langgraph = await pipeline(path, pool, "langgraph").run(
+        QUESTION, RunParams(max_tokens=8, temperature=0)
+    )
     direct = await pipeline(path, pool, "direct").run(QUESTION, RunParams(max_tokens=8, temperature=0))
-    assert sorted(c["expert"] for c in via_langgraph.trace.calls) == sorted(c["expert"] for c in direct.trace.calls)
+    assert sorted(c["expert"] for c in via_langgraph.trace.calls) == sorted(
+        c["expert"] for c in direct.trace.calls
+    )
     assert [a["node"] for a in via_langgraph.trace.aggregate] == [a["node"] for a in direct.trace.aggregate]
 
 
@@ -95,7 +104,9 @@ async def test_judge_loop_stops_at_its_bound(pool: ExpertPool, tmp_path: Path, e
 
 
 async def test_stop_condition_ends_loop_early(pool: ExpertPool, tmp_path: Path) -> None:
-    text = JUDGE_LOOP.replace("entry: experts", "entry: route").format(rounds=5, extra=", condition: confident")
+    text = JUDGE_LOOP.replace("entry: experts", "entry: route").format(
+        rounds=5, extra=", condition: confident"
+    )
     text = text.replace("nodes:\n", "nodes:\n  route: {kind: route, router: fixed}\n")
     text = text.replace("edges: [", "edges: [[route, experts], ")
     result = await pipeline(write_graph(tmp_path, text), pool).run(QUESTION, PARAMS)
@@ -114,7 +125,9 @@ async def test_moderator_is_asked_each_round(pool: ExpertPool, tmp_path: Path) -
 
 
 async def test_roles_and_references(pool: ExpertPool, tmp_path: Path) -> None:
-    graph = write_graph(tmp_path, """
+    graph = write_graph(
+        tmp_path,
+        """
 experts: [smollm2, smollm2-warm]
 entry: experts
 exit: answer
@@ -128,10 +141,69 @@ nodes:
   vote: {kind: aggregate, aggregator: vote}
   answer: {kind: answer}
 edges: [[experts, stop], [vote, answer]]
-""")
+""",
+    )
     result = await pipeline(graph, pool).run(QUESTION, PARAMS)
     calls = result.trace.calls
     assert [c["role"] for c in calls if c["expert"] == "smollm2"] == ["solver", "solver"]
     assert [c["role"] for c in calls if c["expert"] == "smollm2-warm"] == ["critic", "critic"]
-    second_round = [c for c in calls[2:]]
-    assert all(c["prompt_tokens"] > calls[0]["prompt_tokens"] for c in second_round if c["expert"] == "smollm2")
+    first, second = [c["prompt_tokens"] for c in calls if c["expert"] == "smollm2"]
+    assert second > first, "the second round sees the first round's answers"
+
+
+class _Scripted(ExpertClient):
+    """An expert of our own interface that always answers ``text`` (for the judge's parse path)."""
+
+    def __init__(self, name: str, text: str) -> None:
+        self.name = name
+        self.text = text
+
+    async def complete(self, request: ExpertRequest) -> Completion:
+        return Completion(self.text, Usage(10, 5))
+
+
+class _Lookup:
+    def __init__(self, *clients: ExpertClient) -> None:
+        self.clients = {c.name: c for c in clients}
+
+    def client(self, name: str) -> ExpertClient:
+        return self.clients[name]
+
+
+SELECT_ONLY = """
+experts: [a, b, c]
+entry: experts
+exit: answer
+nodes:
+  experts: {kind: experts}
+  judge: {kind: select, judge: judge, k: 1, seed: 7}
+  answer: {kind: answer}
+edges: [[experts, judge], [judge, answer]]
+"""
+
+
+@pytest.mark.parametrize(
+    ("verdict", "fallback"),
+    [('{"selected": [2]}', False), ("I like the second one best.", True), ('{"selected": [9]}', True)],
+)
+async def test_select_parses_or_falls_back_with_a_seeded_choice(
+    tmp_path: Path, verdict: str, fallback: bool
+) -> None:
+    lookup = _Lookup(*(_Scripted(n, f"answer from {n}") for n in "abc"), _Scripted("judge", verdict))
+    loaded = load_graph(write_graph(tmp_path, SELECT_ONLY))
+    runs = [await GraphPipeline(loaded, lookup, ["a", "b", "c"]).run(QUESTION, PARAMS) for _ in range(2)]
+    selections = [r.trace.selections[0] for r in runs]
+    assert selections[0] == selections[1], "the fallback choice is seeded"
+    assert selections[0]["fallback"] is fallback
+    if fallback:
+        assert "seeded random choice" in selections[0]["reason"]
+    else:
+        assert selections[0]["selected"] == ["c"] and runs[0].content == "answer from c"
+
+
+async def test_selection_schema_matches_the_parser() -> None:
+    schema = selection_schema(3, 2)
+    assert schema["properties"]["selected"]["items"]["maximum"] == 2
+    assert parse_selection('{"selected": [1, 1, 0, 2]}', 3, 2) == [1, 0]
+    assert parse_selection('{"selected": []}', 3, 2) is None
+    assert parse_selection("no json", 3, 1) is None

@@ -6,14 +6,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import REPO, coe
 
 from coe.config import Settings, load_experts
 from coe.errors import ConfigError
 from coe.graph.catalog import graph_files, load_all
 from coe.graph.loader import load_graph
 from coe.graph.schema import graph_schema
-
-from conftest import REPO, coe
 
 BROKEN = REPO / "tests" / "data" / "broken_graphs"
 LOCAL_EXPERTS = {"smollm2", "smollm2-warm", "gemma3-270m"}
@@ -43,7 +42,9 @@ def test_broken_graph_message(name: str) -> None:
 
 
 def test_validate_cli_exit_code_and_format() -> None:
-    result = coe("graph", "validate", str(BROKEN / "04-unknown-kind.yaml"), str(REPO / "graphs" / "vote.yaml"))
+    result = coe(
+        "graph", "validate", str(BROKEN / "04-unknown-kind.yaml"), str(REPO / "graphs" / "vote.yaml")
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"{BROKEN}/{EXPECTED['04-unknown-kind.yaml'][0]}"
 
@@ -88,7 +89,9 @@ def test_committed_schema_is_current() -> None:
 
     committed = json.loads((REPO / "config" / "graph.schema.json").read_text())
     assert committed == graph_schema()
-    assert set(committed["$defs"]) >= {f"{k}_node" for k in ("route", "experts", "select", "stop", "aggregate")}
+    assert set(committed["$defs"]) >= {
+        f"{k}_node" for k in ("route", "experts", "select", "stop", "aggregate")
+    }
 
 
 def test_graph_show_prints_mermaid() -> None:

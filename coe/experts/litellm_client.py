@@ -119,6 +119,12 @@ class LiteLLMExpert(ExpertClient):
         if self.base_url:
             kwargs["api_base"] = self.base_url
             kwargs["api_key"] = self._api_key()
+        if request.json_schema is not None:
+            schema = {"name": "answer", "schema": dict(request.json_schema)}
+            if self.config.api == "chat":
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": schema}
+            else:  # llama.cpp and vLLM accept a schema for plain completions in the body
+                kwargs["extra_body"] = {"json_schema": dict(request.json_schema)}
         client = self._openai_client()
         if client is not None:
             kwargs["client"] = client

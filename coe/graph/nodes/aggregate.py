@@ -28,7 +28,9 @@ class AggregateNode(NodeKind):
     def __init__(self, name: str, params: NodeParams, context: BuildContext) -> None:
         super().__init__(name, params, context)
         assert isinstance(params, AggregateParams)
-        self.aggregator = AGGREGATORS.get(params.aggregator)(**params.params)
+        cls = AGGREGATORS.get(params.aggregator)
+        extra = {"lookup": context.lookup, "base_dir": context.base_dir} if cls.uses_experts else {}
+        self.aggregator = cls(**params.params, **extra)
 
     @classmethod
     def check(cls, params: NodeParams, experts: Sequence[str], base_dir: Path) -> list[Problem]:
@@ -48,10 +50,12 @@ class AggregateNode(NodeKind):
         if not candidates:
             raise UserError(f"node {self.name!r}: no answers to aggregate")
         result = await self.aggregator.aggregate(state["messages"], candidates)
+        detail = dict(result.detail)
+        calls = detail.pop("calls", [])
         event = {
             "node": self.name,
             "aggregator": self.params.aggregator,
             "chosen": list(result.chosen),
-            **result.detail,
+            **detail,
         }
-        return {"aggregate": result, "aggregates": [event]}
+        return {"aggregate": result, "aggregates": [event], "calls": calls}

@@ -26,7 +26,9 @@ class RouteNode(NodeKind):
         super().__init__(name, params, context)
         assert isinstance(params, RouteParams)
         self.router = build_router(
-            ROUTERS.get(params.router), params.params, RouterContext(context.experts, context.base_dir)
+            ROUTERS.get(params.router),
+            params.params,
+            RouterContext(context.experts, context.base_dir, context.lookup),
         )
 
     @classmethod

@@ -27,6 +27,13 @@ class SelectParams(NodeParams):
     max_tokens: int = Field(64, gt=0)
 
 
+def selection_schema(n: int, k: int) -> dict[str, Any]:
+    """``{"selected": [i, ...]}`` with 1..k distinct indices below n (servers enforce it when they can)."""
+    index = {"type": "integer", "minimum": 0, "maximum": n - 1}
+    selected = {"type": "array", "items": index, "minItems": 1, "maxItems": k, "uniqueItems": True}
+    return {"type": "object", "properties": {"selected": selected}, "required": ["selected"]}
+
+
 def parse_selection(text: str, n: int, k: int) -> list[int] | None:
     verdict = first_json_object(text)
     if verdict is None or not isinstance(verdict.get("selected"), list):
@@ -64,7 +71,11 @@ class SelectNode(NodeKind):
                 verdict = await call_expert(
                     self.context.lookup.client(params.judge),
                     messages,
-                    RunParams(max_tokens=params.max_tokens, temperature=0.0),
+                    RunParams(
+                        max_tokens=params.max_tokens,
+                        temperature=0.0,
+                        json_schema=selection_schema(len(candidates), params.k),
+                    ),
                     trace,
                     self.name,
                     "judge",

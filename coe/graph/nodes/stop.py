@@ -19,6 +19,8 @@ from coe.graph.nodes.judging import first_json_object, moderator_messages
 from coe.graph.state import GraphState
 from coe.pipeline import RunParams, Trace, call_expert
 
+STOP_SCHEMA = {"type": "object", "properties": {"stop": {"type": "boolean"}}, "required": ["stop"]}
+
 
 class StopParams(NodeParams):
     max_rounds: int = Field(gt=0, description="the loop's bound")
@@ -54,7 +56,7 @@ class StopNode(NodeKind):
             reply = await call_expert(
                 self.context.lookup.client(params.moderator),
                 messages,
-                RunParams(max_tokens=32, temperature=0.0),
+                RunParams(max_tokens=32, temperature=0.0, json_schema=STOP_SCHEMA),
                 trace,
                 self.name,
                 "moderator",
