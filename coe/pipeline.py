@@ -136,11 +136,15 @@ class Job:
 
 
 async def fan_out(jobs: Sequence[Job], params: RunParams, trace: Trace, node: str) -> list[Candidate]:
-    """Call experts concurrently. Failures are recorded in the trace; if every call failed, raise."""
+    """Call experts concurrently. Calls (and failures) enter the trace in the jobs' order, not the
+    order they finished; if every call failed, raise."""
+    own = [Trace(trace.graph) for _ in jobs]
     results = await asyncio.gather(
-        *(call_expert(j.client, j.messages, params, trace, node, j.role) for j in jobs),
+        *(call_expert(j.client, j.messages, params, t, node, j.role) for j, t in zip(jobs, own, strict=True)),
         return_exceptions=True,
     )
+    for job_trace in own:
+        trace.calls.extend(job_trace.calls)
     candidates = [r for r in results if isinstance(r, Candidate)]
     if candidates:
         return candidates

@@ -64,10 +64,12 @@ class Service:
             raise
 
     async def stop(self) -> None:
-        await self.pool.stop()
-        if self.redis is not None:
-            await self.redis.stop()
-            self.redis = None
+        try:
+            await self.pool.stop()
+        finally:
+            if self.redis is not None:
+                await self.redis.stop()
+                self.redis = None
 
     def pipeline(self, name: str) -> Pipeline:
         try:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from coe.api import errors
 from coe.api.protocol import ChatCompletionRequest, chat_completion, completion_id, stream_chunks
 from coe.config import Settings
+from coe.errors import CoeError
 from coe.service import Service
 
 log = logging.getLogger("coe.api")
@@ -51,23 +52,34 @@ async def list_models(service: ServiceDep) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "coe",
-             "description": p.description, "experts": list(p.experts)}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "coe",
+                "description": p.description,
+                "experts": list(p.experts),
+            }
             for name, p in sorted(service.pipelines.items())
         ],
     }
 
 
 @v1.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> JSONResponse | StreamingResponse:
+async def chat_completions(
+    body: ChatCompletionRequest, service: ServiceDep
+) -> JSONResponse | StreamingResponse:
     if body.unknown_fields():
         log.info("ignoring unknown request fields: %s", ", ".join(body.unknown_fields()))
     result = await service.run(body.model, body.chat_messages(), body.params())
     if not body.stream:
         return JSONResponse(chat_completion(result, body.model))
     events = stream_chunks(result, body.model, completion_id(), int(time.time()))
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def create_app(settings: Settings, service_factory: Callable[[Settings], Service] = Service) -> FastAPI:
@@ -75,9 +87,17 @@ def create_app(settings: Settings, service_factory: Callable[[Settings], Service
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_factory(settings) as service:
+        service = service_factory(settings)
+        try:
+            await service.start()
+        except CoeError as err:
+            app.state.startup_error = err  # `coe serve` exits with it (uvicorn alone would exit 3)
+            raise
+        try:
             app.state.service = service
             yield
+        finally:
+            await service.stop()
 
     app = FastAPI(title="coe", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

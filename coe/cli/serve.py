@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -17,11 +20,39 @@ def run(args: argparse.Namespace) -> int:
 
     from coe.api.app import create_app
     from coe.config import Settings
+    from coe.service import Service
 
     settings = Settings.load(args.config, host=args.host, port=args.port)
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=10, lifespan="on")
+    service = Service(settings)  # reads the experts file: bad input exits 2 before anything starts
+    app = create_app(settings, lambda _: service)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
-    server.run()
+    with _no_signal_replay():
+        try:
+            server.run()
+        except SystemExit:  # uvicorn's exit when the lifespan (Service.start) failed
+            error = getattr(app.state, "startup_error", None)
+            if error is not None:
+                raise error from None
+            raise
     return 0 if server.started else 1
+
+
+@contextlib.contextmanager
+def _no_signal_replay() -> Iterator[None]:
+    """After a graceful shutdown uvicorn re-raises the SIGTERM/SIGINT it caught under the handlers
+    it found, so the process would die of the signal; with these no-op handlers it exits 0."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

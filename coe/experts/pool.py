@@ -87,7 +87,14 @@ class ExpertPool:
         """Launch the servers of the named experts (default: all launched experts), in parallel."""
         wanted = [n for n in (names or self.configs) if n in self.configs and self.configs[n].launched]
         # litellm takes seconds to import: pay that while the servers load, not on the first request.
-        await asyncio.gather(asyncio.to_thread(load_litellm), *(self.start_one(n) for n in wanted))
+        # Every start settles before an error is raised: the caller's clean-up must not race a
+        # server still starting or litellm still importing in its thread.
+        results = await asyncio.gather(
+            asyncio.to_thread(load_litellm), *(self.start_one(n) for n in wanted), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def start_one(self, name: str) -> None:
         config = self.configs[name]

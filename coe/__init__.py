@@ -1,0 +1,1 @@
+"""coe: compose heterogeneous expert LLMs behind one OpenAI-compatible API."""
