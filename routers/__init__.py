@@ -8,6 +8,12 @@ ROUTERS: Registry[Router] = Registry(
     Router,
     {
         "fixed": "routers.fixed:FixedRouter",
+        "random": "routers.random:RandomRouter",
+        "cost-threshold": "routers.cost_threshold:CostThresholdRouter",
+        "coe": "routers.coe:CoERouter",
+        "bench-coe-subject": "routers.bench_coe_subject:BenchCoESubjectRouter",
+        "bench-coe-query": "routers.bench_coe_query:BenchCoEQueryRouter",
+        "symbolic-moe": "routers.symbolic_moe:SymbolicMoERouter",
     },
 )
 

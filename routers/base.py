@@ -6,11 +6,14 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from coe.types import Messages, RouteDecision
+
+if TYPE_CHECKING:
+    from coe.experts.base import ExpertClient
 
 
 class RouterParams(BaseModel):
@@ -19,12 +22,18 @@ class RouterParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ExpertLookup(Protocol):
+    def client(self, name: str) -> ExpertClient: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RouterContext:
-    """What a router may know when built: the graph's expert pool and where artifacts live."""
+    """What a router may know when built: the graph's expert pool, where artifacts live, and (for
+    routers that ask an LLM, such as Symbolic-MoE's skill annotator) a way to reach experts."""
 
     experts: Sequence[str]
     base_dir: Path
+    lookup: ExpertLookup | None = None
 
 
 class Router(abc.ABC):

@@ -8,6 +8,8 @@ AGGREGATORS: Registry[Aggregator] = Registry(
     Aggregator,
     {
         "vote": "coe.aggregators.vote:VoteAggregator",
+        "choice-vote": "coe.aggregators.choice_vote:ChoiceVoteAggregator",
+        "synthesize": "coe.aggregators.synthesize:SynthesizeAggregator",
     },
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from coe.types import Candidate, Messages
 
@@ -20,7 +20,14 @@ class Aggregate:
 
 
 class Aggregator(abc.ABC):
-    """Combines candidate answers into one. Configured by keyword parameters from the graph."""
+    """Combines candidate answers into one. Configured by keyword parameters from the graph.
+
+    An aggregator that asks an expert sets ``uses_experts``; it then also receives ``lookup``
+    (the graph's way to reach experts) and ``base_dir`` (the graph file's folder), and may put
+    its own expert calls under ``detail["calls"]`` for the trace.
+    """
+
+    uses_experts: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -53,10 +53,14 @@ def _closest(candidates: Sequence[Candidate]) -> int:
 
 
 class VoteAggregator(Aggregator):
+    def key(self, text: str) -> str | None:
+        """What an answer commits to; answers with the same key agree."""
+        return answer_key(text)
+
     async def aggregate(self, messages: Messages, candidates: Sequence[Candidate]) -> Aggregate:
         if not candidates:
             raise UserError("vote needs at least one candidate answer")
-        keys = [answer_key(c.content) for c in candidates]
+        keys = [self.key(c.content) for c in candidates]
         tally: dict[str, float] = {}
         for key, cand in zip(keys, candidates, strict=True):
             if key is not None:

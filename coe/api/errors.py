@@ -26,8 +26,9 @@ def error_body(message: str, type_: str, code: str | None = None, param: str | N
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 
 
-def error_response(status: int, message: str, type_: str, code: str | None = None,
-                   param: str | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(message, type_, code, param), status_code=status)
 
 

@@ -113,17 +113,29 @@ def stream_chunks(result: RunResult, model: str, chunk_id: str, created: int) ->
 
     def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-        return {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": choices, **extra}
+        return {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
 
     yield sse(chunk({"role": "assistant", "content": ""}))
     for piece in _pieces(result.content):
         yield sse(chunk({"content": piece}))
     yield sse(chunk({}, "stop"))
     usage = result.trace.usage
-    yield sse(chunk(None, usage={
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }, coe=result.trace.as_dict()))
+    yield sse(
+        chunk(
+            None,
+            usage={
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+            coe=result.trace.as_dict(),
+        )
+    )
     yield sse("[DONE]")

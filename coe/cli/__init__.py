@@ -19,7 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("coe.cli.serve", "run the OpenAI-compatible API (embedded default with no --config)"),
     "chat": ("coe.cli.chat", "ask a graph one question, in-process or against --url"),
     "graph": ("coe.cli.graph", "validate graph files, print their JSON Schema, or draw one"),
+    "eval": ("coe.cli.eval", "evaluate a graph on MMLU-Pro, GPQA or a CSV (replayed or live experts)"),
     "prepare": ("coe.cli.prepare", "resolve configured models once (assemble packaged GGUFs)"),
+    "profile": ("coe.cli.profile", "build expert profiles from replay files or eval results"),
+    "train": ("coe.cli.train", "train (or cross-validate) the router a graph names, from a profile"),
 }
 
 

@@ -12,7 +12,9 @@ from typing import Any
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the user message")
     parser.add_argument("--graph", default="single", help="graph name (default: single)")
-    parser.add_argument("--url", help="base URL of a running coe (e.g. http://127.0.0.1:8000); default in-process")
+    parser.add_argument(
+        "--url", help="base URL of a running coe (e.g. http://127.0.0.1:8000); default in-process"
+    )
     parser.add_argument("--config", type=Path, help="settings file for in-process runs")
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the full response as JSON")
@@ -21,16 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_trace(trace: dict[str, Any]) -> str:
     lines = [f"graph {trace.get('graph')}  wall {trace.get('wall_s')}s  cost ${trace['usage']['cost']:.8f}"]
     for route in trace.get("route", []):
-        lines.append(f"  route[{route['node']}] {route['router']}: {', '.join(route['experts'])}"
-                     f" (primary {route['primary']}, confidence {route['confidence']})")
+        lines.append(
+            f"  route[{route['node']}] {route['router']}: {', '.join(route['experts'])}"
+            f" (primary {route['primary']}, confidence {route['confidence']})"
+        )
     for call in trace.get("calls", []):
         if "error" in call:
             lines.append(f"  call[{call['node']}] {call['expert']}: FAILED {call['error']}")
             continue
         answer = " ".join(str(call["answer"]).split())
         answer = answer if len(answer) <= 70 else answer[:67] + "..."
-        lines.append(f"  call[{call['node']}] {call['expert']}: {call['latency_s']:.2f}s "
-                     f"{call['prompt_tokens']}+{call['completion_tokens']} tok: {answer}")
+        lines.append(
+            f"  call[{call['node']}] {call['expert']}: {call['latency_s']:.2f}s "
+            f"{call['prompt_tokens']}+{call['completion_tokens']} tok: {answer}"
+        )
     for item in trace.get("selections", []) + trace.get("stops", []):
         lines.append(f"  {item.get('node')}: {json.dumps({k: v for k, v in item.items() if k != 'node'})}")
     for agg in trace.get("aggregate", []):
@@ -45,7 +51,11 @@ async def _in_process(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = Settings.load(args.config)
     request = ChatCompletionRequest.model_validate(
-        {"model": args.graph, "messages": [{"role": "user", "content": args.text}], "max_tokens": args.max_tokens}
+        {
+            "model": args.graph,
+            "messages": [{"role": "user", "content": args.text}],
+            "max_tokens": args.max_tokens,
+        }
     )
     async with Service(settings, start_redis=False) as service:
         result = await service.run(args.graph, request.chat_messages(), request.params())
@@ -60,8 +70,11 @@ def _remote(args: argparse.Namespace) -> dict[str, Any]:
     try:
         response = httpx.post(
             args.url.rstrip("/") + "/v1/chat/completions",
-            json={"model": args.graph, "messages": [{"role": "user", "content": args.text}],
-                  "max_tokens": args.max_tokens},
+            json={
+                "model": args.graph,
+                "messages": [{"role": "user", "content": args.text}],
+                "max_tokens": args.max_tokens,
+            },
             timeout=600,
         )
     except httpx.HTTPError as err:

@@ -205,8 +205,13 @@ async def write_report(
             for n, r in records.items()
         },
     }
+    from coe.eval.curve import cost_curve
     from coe.eval.results import write_json
 
+    curve = await cost_curve(run, questions, shots, rows, records, out)  # None unless cost-threshold
+    if curve is not None:
+        summary["cost_curve"] = curve.summary()
     write_json(out / "summary.json", summary)
-    (out / "report.md").write_text(_markdown(summary, comparison, records), encoding="utf-8")
+    text = _markdown(summary, comparison, records) + (curve.markdown() if curve else "")
+    (out / "report.md").write_text(text, encoding="utf-8")
     _plots(summary, comparison, records, out)

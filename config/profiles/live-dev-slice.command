@@ -1,0 +1,2 @@
+# live-dev-slice.jsonl: the first question (by question_id) of each of the 14 categories in tests/data/mmlu_pro/test_slice.jsonl (all dev)
+.venv/bin/python -c "import json; rows = sorted((json.loads(l) for l in open('tests/data/mmlu_pro/test_slice.jsonl')), key=lambda r: r['question_id']); firsts = {}; [firsts.setdefault(r['category'], r) for r in rows]; open('config/profiles/live-dev-slice.jsonl', 'w').writelines(json.dumps(r, ensure_ascii=False) + '\n' for r in firsts.values())"
