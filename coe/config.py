@@ -55,13 +55,15 @@ class ExpertConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(1, ge=0)
     start_timeout_s: float | None = Field(
-        None, gt=0, description="seconds a launched server may take to start; default 120 (llama.cpp), 600 (vLLM)"
+        None,
+        gt=0,
+        description="seconds a launched server may take to start; default 120 (llama.cpp), 600 (vLLM)",
     )
     server_args: tuple[str, ...] = Field(
         (), description="extra arguments for a launched vLLM server, e.g. [--dtype, float32, --enforce-eager]"
     )
     memory_bytes: int | None = Field(
-        None, gt=0, description="batch workers: memory its server holds; null = GGUF size, else params_b x 2 GB"
+        None, gt=0, description="memory its server holds (batch budget); null: GGUF size, else 2 B/param"
     )
 
     @field_validator("prompt_template")
@@ -131,8 +133,8 @@ class Settings(BaseSettings):
         None, gt=0, description="per batch worker; null = no limit; a model larger than it loads alone"
     )
     batch_max_attempts: int = Field(3, gt=0, description="tries per batch call before it is dead-lettered")
-    batch_visibility_timeout_s: float = Field(60.0, gt=0, description="a dead worker's calls are retaken after")
-    batch_lease_s: float = Field(30.0, gt=0, description="expert and driver leases expire after (renewed at 1/3)")
+    batch_visibility_timeout_s: float = Field(60.0, gt=0, description="retake a dead worker's calls after")
+    batch_lease_s: float = Field(30.0, gt=0, description="expert/driver leases expire after (renewed at 1/3)")
     config_file: Path | None = Field(None, exclude=True)
 
     _validate_keys = field_validator("api_keys", mode="before")(_csv)

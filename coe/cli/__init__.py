@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("coe.cli.prepare", "resolve configured models once (assemble packaged GGUFs)"),
     "profile": ("coe.cli.profile", "build expert profiles from replay files or eval results"),
     "train": ("coe.cli.train", "train (or cross-validate) the router a graph names, from a profile"),
+    "batch": ("coe.cli.batch", "submit a JSONL batch to the Redis batch scheduler; read its status, results"),
+    "worker": ("coe.cli.worker", "serve batch calls: load each expert once, drain its queue, release it"),
 }
 
 

@@ -186,13 +186,21 @@ async def run_eval(options: EvalOptions, settings: Settings) -> dict[str, Any]:
     wanted = {q.question_id for q in questions}
     rows = {qid: row for qid, row in read_results(results_path).items() if qid in wanted}
     todo = [q for q in questions if q.question_id not in rows]
-    try:
-        await run.pool.start()
+    batch: dict[str, Any] | None = None
+    if options.batch:
+        from coe.batch.evaluate import drain_batch
+
         with ResultWriter(results_path) as writer:
-            await _drain(run, todo, shots, writer, rows)
-    finally:
-        await run.pool.stop()
-    loads = {name: launcher.stats.loads for name, launcher in run.pool.launchers.items()}
+            batch = await drain_batch(run, todo, shots, writer, rows)
+        loads = {name: e["model_loads"] for name, e in (batch["experts"] if batch else {}).items()}
+    else:
+        try:
+            await run.pool.start()
+            with ResultWriter(results_path) as writer:
+                await _drain(run, todo, shots, writer, rows)
+        finally:
+            await run.pool.stop()
+        loads = {name: launcher.stats.loads for name, launcher in run.pool.launchers.items()}
     summary = summarize(
         rows.values(),
         graph=run.loaded.name,
@@ -204,6 +212,8 @@ async def run_eval(options: EvalOptions, settings: Settings) -> dict[str, Any]:
         wall_s=round(time.monotonic() - started, 3),
     )
     summary["errors"] = sum(1 for r in rows.values() if r.get("error"))
+    if batch is not None:
+        summary["batch"] = {k: batch[k] for k in ("id", "max_resident", "calls", "experts", "dead_letters")}
     write_json(options.out / "summary.json", summary)
     from coe.eval.report import write_report
 
