@@ -85,8 +85,13 @@ async def test_server_killed_mid_call(tmp_path: Path, configs: dict[str, ExpertC
     url = await server.start()
     client = wrap(LiteLLMExpert(config, url), timeout_s=60, retries=1, max_concurrency=1)
     try:
-        in_flight = asyncio.create_task(client.complete(request(max_tokens=400)))
-        await asyncio.sleep(1.0)
+        long_answer = ExpertRequest(
+            [{"role": "user", "content": "Write a very long story about a lighthouse keeper, in detail."}],
+            max_tokens=1000,
+        )
+        in_flight = asyncio.create_task(client.complete(long_answer))
+        await asyncio.sleep(0.3)  # the request is on the wire; the answer needs many seconds more
+        assert not in_flight.done()
         assert server.pid is not None
         os.killpg(server.pid, signal.SIGKILL)
         with pytest.raises(ExpertError) as caught:
