@@ -26,7 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
+from coe.batch.connect import connect
 from coe.config import Settings
 from coe.experts.launch import die_with_parent, free_port
 from coe.redis_server import RedisServer
@@ -250,3 +252,13 @@ def live_server(config_file: Path, timings: dict[str, float]) -> Iterator[str]:
         yield url
     finally:
         stop_server(proc, children, log)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def redis(redis_server: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's redis-server, on the test module's event loop."""
+    client = connect(redis_server)
+    try:
+        yield client
+    finally:
+        await client.aclose()

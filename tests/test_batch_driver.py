@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from batch_support import until
 from conftest import REPO
 
 from coe.batch import keys
 from coe.batch.adopt import Adopter
-from coe.batch.connect import connect
 from coe.batch.driver import BatchDriver, graph_factory, load_batch_graph
 from coe.batch.run import drive
 from coe.batch.store import BatchItem, BatchStore
@@ -46,15 +43,6 @@ edges:
   - [experts, rounds]
   - [vote, answer]
 """
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def redis(redis_server: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(redis_server)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(scope="module")

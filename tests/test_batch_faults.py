@@ -8,11 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from batch_support import outcomes, until
 from conftest import MODEL_CACHE, REPO, clean_env, descendants, wait_gone, write_settings
@@ -38,15 +36,6 @@ def items(n: int) -> list[BatchItem]:
         BatchItem(f"q{i}", [{"role": "user", "content": f"Count from {i} to {i + 20}, one number a line."}])
         for i in range(n)
     ]
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def redis(redis_server: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(redis_server)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def submit(redis: aioredis.Redis, settings: Settings, n: int, max_tokens: int) -> BatchDriver:

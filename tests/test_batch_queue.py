@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from batch_support import until
 
 from coe.batch import keys
 from coe.batch.calls import Call, CallKey, Outcome
-from coe.batch.connect import connect
 from coe.batch.lease import Leases
 from coe.batch.queue import CallQueue
 from coe.batch.status import batch_status
@@ -27,15 +24,6 @@ from coe.experts.launch import free_port
 from coe.types import ExpertRequest, Usage
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def redis(redis_server: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect(redis_server)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def make_call(batch: str, expert: str, item: str = "q1", sample: int = 0) -> Call:
