@@ -29,7 +29,7 @@ def _item(run: EvalRun, question: Question, shots: dict[str, list[Question]]) ->
         str(question.question_id),
         list(run.messages(question, shots)),
         question.answer,
-        {"question_id": question.question_id, "question": question.question},
+        question.metadata(),
     )
 
 

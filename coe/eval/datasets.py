@@ -56,6 +56,10 @@ class Question:
     src: str = ""
     cot_content: str = ""
 
+    def metadata(self) -> dict[str, object]:
+        """What a replay expert needs to find this question's recorded answer (never read by routers)."""
+        return {"question_id": self.question_id, "question": self.question}
+
 
 # --- MMLU-Pro -------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ async def expert_records(
                 continue
             request = ExpertRequest(
                 run.messages(question, shots),
-                metadata={"question_id": question.question_id, "question": question.question},
+                metadata=question.metadata(),
             )
             completion = await client.complete(request)
             record.predictions[question.question_id] = extract_choice(completion.content)

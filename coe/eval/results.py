@@ -25,13 +25,11 @@ def read_results(path: Path) -> dict[int, dict[str, Any]]:
 
 
 class ResultWriter:
-    """Appends rows; flushes every ``every`` rows and on close so an interrupt loses little."""
+    """Appends rows, each flushed as written, so a killed run resumes from every finished answer."""
 
-    def __init__(self, path: Path, every: int = 200) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.every = every
         self._handle: TextIO | None = None
-        self._pending = 0
 
     def __enter__(self) -> ResultWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +47,7 @@ class ResultWriter:
     def write(self, row: Mapping[str, Any]) -> None:
         assert self._handle is not None
         self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._pending += 1
-        if self._pending >= self.every:
-            self._handle.flush()
-            self._pending = 0
+        self._handle.flush()
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:

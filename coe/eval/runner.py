@@ -138,7 +138,7 @@ class EvalRun:
     async def answer(self, question: Question, shots: dict[str, list[Question]]) -> dict[str, Any]:
         params = RunParams(
             max_tokens=self.options.max_tokens,
-            metadata={"question_id": question.question_id, "question": question.question},
+            metadata=question.metadata(),
         )
         try:
             result = await self.pipeline.run(self.messages(question, shots), params)
