@@ -4,9 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM_STAMP := $(VENV)/.chromium
+COMPOSE_STAMP := $(VENV)/.docker-compose
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install serve test check lint typecheck test-vllm clean
+.PHONY: install serve test check lint typecheck test-vllm clean bench-overhead
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +21,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/coe prepare
 	touch $(STAMP)
 
+# Debian's chromium for the web page's browser test (tests/test_web.py): Playwright drives it and
+# never downloads a browser of its own.
+$(CHROMIUM_STAMP): | $(BIN)/python
+	test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	touch $(CHROMIUM_STAMP)
+
+# Debian's docker-compose: tests/test_deploy.py validates docker-compose.yml with it (no engine).
+$(COMPOSE_STAMP): | $(BIN)/python
+	command -v docker-compose >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose; }
+	touch $(COMPOSE_STAMP)
+
 install: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/coe serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM_STAMP) $(COMPOSE_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
@@ -59,3 +74,13 @@ $(VLLM_STAMP): pyproject.toml
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/test_vllm.py $(ARGS)
+
+LITELLM_VENV := .venv-litellm
+
+# LiteLLM's proxy in a venv of its own, for benchmarks/overhead.py (never 1.82.7 or 1.82.8: compromised).
+$(LITELLM_VENV)/bin/litellm:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]==1.100.5'
+
+bench-overhead: $(STAMP) $(LITELLM_VENV)/bin/litellm
+	$(BIN)/python benchmarks/overhead.py $(ARGS)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from coe.config import Settings, load_experts
-from coe.eval.prompts import build_messages
 from coe.experts.pool import ExpertPool
+from coe.questions.prompts import build_messages
 from coe.routing.data import load_questions
 from coe.routing.train import skill_name
 from routers import ROUTERS, RouterContext, build_router

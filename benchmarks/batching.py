@@ -28,6 +28,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,15 +38,15 @@ from coe.batch.run import drive
 from coe.batch.store import BatchItem, BatchStore
 from coe.batch.worker import Worker
 from coe.config import Settings, load_experts
-from coe.eval.datasets import Question, load_mmlu_pro
-from coe.eval.extract import LETTERS
 from coe.experts.base import ExpertClient
 from coe.experts.pool import ExpertPool
 from coe.graph.compile import GraphPipeline
 from coe.graph.loader import load_graph
 from coe.pipeline import RunParams
+from coe.questions.datasets import Question, load_mmlu_pro
+from coe.questions.extract import LETTERS
 from coe.redis_server import RedisServer
-from coe.types import Completion, ExpertRequest, Message, Messages, RouteDecision
+from coe.types import Chunk, ExpertRequest, Message, Messages, RouteDecision
 from routers import ROUTERS
 from routers.base import Router
 
@@ -132,7 +133,10 @@ class LoadPerCall(ExpertClient):
         self.lock = lock
         self.run = run
 
-    async def complete(self, request: ExpertRequest) -> Completion:
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
+        yield await self._call(request)
+
+    async def _call(self, request: ExpertRequest) -> Chunk:
         async with self.lock:
             began = time.monotonic()
             await self.pool.start_one(self.name)
@@ -146,7 +150,7 @@ class LoadPerCall(ExpertClient):
                 self.run.calls += 1
                 self.run.call_s += time.monotonic() - loaded
                 await self.pool.stop_one(self.name)
-            return completion
+            return Chunk(completion.content, completion.usage, completion.finish_reason)
 
 
 class NaiveLookup:

@@ -1,17 +1,25 @@
-"""Per-query latency of the embedding routers on this CPU: embed the question with its options
-(no cache) and route, one query at a time, as a live request would.
+"""Per-query latency of the embedding routers on this CPU, beside their cross-validated accuracy:
+embed the question with its options (no cache) and route, one query at a time, as a live
+request would.
 
-    .venv/bin/python benchmarks/router_latency.py [--n 210] [--threads 1] [--graph mmlu_pro/coe]
-    .venv/bin/python benchmarks/router_latency.py --max-tokens 128   # the embedder alone
+    .venv/bin/python benchmarks/router_latency.py                     # every trained mmlu_pro router
+    .venv/bin/python benchmarks/router_latency.py --graphs coe,frugal --n 500
+    .venv/bin/python benchmarks/router_latency.py --artifact-dir DIR  # the same routers, artifacts from DIR
+    .venv/bin/python benchmarks/router_latency.py --max-tokens 128    # MiniLM alone at 128 word pieces
 
-Prints p50/p90/p99/max in milliseconds and the load average while it ran (the machine is shared:
-other jobs inflate the tail). Questions: the committed slice (210 MMLU-Pro dev questions).
+For each graph: the embedder its artifact was trained with (``all-MiniLM-L6-v2`` or the distilled
+static table, ``minilm-static-384``), p50/p90/p99/max in milliseconds of embedding + decision,
+and the 5-fold cross-validated accuracy of each ``--cv ROOT:LABEL`` folder holding
+``ROOT/<graph>/cv.json`` (``coe train --cv 5 --cv-out ROOT/<graph>``), so latency and accuracy
+are read side by side. The load average while it ran is printed (the machine is shared: other
+jobs inflate the tail). Questions: the committed slice (210 MMLU-Pro dev questions), cycled.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -21,13 +29,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from coe.eval.prompts import build_messages
+from coe.questions.prompts import build_messages
 from coe.routing.data import load_questions
 from coe.types import Messages
 from routers import ROUTERS, RouterContext, build_router
 from routers.embedding import Embedder, query_text
 
 REPO = Path(__file__).resolve().parents[1]
+TRAINED = ["coe", "bench-coe-subject", "bench-coe-query", "symbolic-moe", "symbolic-moe-top", "cost-aware"]
+TRAINED += ["frugal", "ensemble-3", "mixed-frugal"]
 
 
 class EmbedOnly:
@@ -40,27 +50,20 @@ class EmbedOnly:
         return await asyncio.to_thread(self.embedder.compute, [query_text(messages)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--graph", default="mmlu_pro/coe")
-    parser.add_argument("--n", type=int, default=210)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, help="time the embedder alone at this input limit")
-    parser.add_argument("--data-path", default=str(REPO / "tests/data/mmlu_pro/test_slice.jsonl"))
-    args = parser.parse_args()
-    graph_file = REPO / "graphs" / f"{args.graph}.yaml"
+def router_of(graph: str, threads: int, artifact_dir: Path | None) -> tuple[Any, str]:
+    graph_file = REPO / "graphs" / "mmlu_pro" / f"{graph}.yaml"
     spec = yaml.safe_load(graph_file.read_text())
     node = next(n for n in spec["nodes"].values() if n["kind"] == "route")
-    params = {**node.get("params", {}), "cache": False, "threads": args.threads}
-    router: Any = build_router(
-        ROUTERS.get(node["router"]), params, RouterContext(spec["experts"], graph_file.parent)
-    )
-    label = f"{args.graph} ({node['router']})"
-    if args.max_tokens:
-        router, label = EmbedOnly(args.max_tokens, args.threads), f"embedder alone, {args.max_tokens} tokens"
-    questions = sorted(load_questions(args.data_path).values(), key=lambda q: q.question_id)[: args.n]
-    prompts = [build_messages(q, (), "cot5") for q in questions]
+    params = {**node.get("params", {}), "cache": False, "threads": threads}
+    if artifact_dir is not None:
+        params["artifact"] = str((artifact_dir / Path(params["artifact"]).name).resolve())
+    context = RouterContext(spec["experts"], graph_file.parent)
+    router = build_router(ROUTERS.get(node["router"]), params, context)
+    model = router.artifact.meta.get("embedding", {}).get("model", "?")
+    return router, model
 
+
+def timed(router: Any, prompts: list[Messages]) -> list[float]:
     async def run() -> list[float]:
         await router.route(prompts[0])  # load the model
         times = []
@@ -70,14 +73,50 @@ def main() -> None:
             times.append(1000 * (time.perf_counter() - started))
         return times
 
+    return asyncio.run(run())
+
+
+def cv_accuracy(root: Path, graph: str) -> str:
+    path = root / graph / "cv.json"
+    if not path.is_file():
+        return "—"
+    data = json.loads(path.read_text())
+    return f"{100 * data['accuracy']:.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--graphs", default=",".join(TRAINED), help="graphs/mmlu_pro names")
+    parser.add_argument("--n", type=int, default=1000, help="queries per router (the slice, cycled)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, help="time MiniLM alone at this input limit")
+    parser.add_argument("--artifact-dir", type=Path, help="read each router's artifact (same file name) here")
+    parser.add_argument("--cv", action="append", default=[], metavar="ROOT:LABEL", help="CV folders to show")
+    parser.add_argument("--data-path", default=str(REPO / "tests/data/mmlu_pro/test_slice.jsonl"))
+    args = parser.parse_args()
+    questions = sorted(load_questions(args.data_path).values(), key=lambda q: q.question_id)
+    prompts = [build_messages(questions[i % len(questions)], (), "cot5") for i in range(args.n)]
+    cvs = [(Path(c.split(":")[0]), c.split(":", 1)[-1]) for c in args.cv]
     load_before = os.getloadavg()[0]
-    times = asyncio.run(run())
+    rows = []
+    if args.max_tokens:
+        times = timed(EmbedOnly(args.max_tokens, args.threads), prompts)
+        rows.append((f"MiniLM alone, {args.max_tokens} tokens", "all-MiniLM-L6-v2", times, []))
+    else:
+        for graph in args.graphs.split(","):
+            router, model = router_of(graph, args.threads, args.artifact_dir)
+            rows.append((graph, model, timed(router, prompts), [cv_accuracy(root, graph) for root, _ in cvs]))
     load_after = os.getloadavg()[0]
-    p = np.percentile(times, [50, 90, 99])
+    header = ["router (graph)", "embedding", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms"]
+    print("| " + " | ".join(header + [f"CV accuracy ({label})" for _, label in cvs]) + " |")
+    print("|" + "---|" * (len(header) + len(cvs)))
+    for label, model, times, accuracy in rows:
+        p = np.percentile(times, [50, 90, 99])
+        cells = [label, model, f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}", f"{max(times):.2f}"]
+        print("| " + " | ".join([*cells, f"{statistics.mean(times):.2f}", *accuracy]) + " |")
     print(
-        f"{label}, {len(times)} queries, {args.threads} thread(s): p50 {p[0]:.1f} ms, p90 {p[1]:.1f} ms, "
-        f"p99 {p[2]:.1f} ms, max {max(times):.1f} ms, mean {statistics.mean(times):.1f} ms; "
-        f"load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores"
+        f"\n{args.n} queries per router, {args.threads} thread(s); load average {load_before:.1f} -> "
+        f"{load_after:.1f} on {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M %Z')}"
     )
 
 

@@ -52,6 +52,9 @@ class ExpertConfig(BaseModel):
     price_per_mtok: Price | None = None
     context_size: int = Field(4096, gt=0)
     max_concurrency: int = Field(2, gt=0)
+    max_queue: int | None = Field(
+        None, gt=0, description="calls that may wait for a slot (default 4 × max_concurrency); more get 429"
+    )
     timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(1, ge=0)
     start_timeout_s: float | None = Field(
@@ -65,6 +68,11 @@ class ExpertConfig(BaseModel):
     memory_bytes: int | None = Field(
         None, gt=0, description="memory its server holds (batch budget); null: GGUF size, else 2 B/param"
     )
+    sleep_mode: bool = Field(
+        False,
+        description="vLLM only: unload = POST /sleep, load = POST /wake_up (vLLM --enable-sleep-mode, "
+        "VLLM_SERVER_DEV_MODE=1) instead of a cold start; with an endpoint, it counts in the budget",
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -77,6 +85,8 @@ class ExpertConfig(BaseModel):
     def _endpoint_or_launchable(self) -> ExpertConfig:
         if self.backend == "openai" and self.endpoint is None:
             raise ValueError("backend 'openai' needs an endpoint")
+        if self.sleep_mode and self.backend != "vllm":
+            raise ValueError("sleep_mode applies only to vllm experts")
         if self.server_args and not (self.backend == "vllm" and self.endpoint is None):
             raise ValueError("server_args apply only to vllm servers that coe launches")
         return self
@@ -87,6 +97,10 @@ class ExpertConfig(BaseModel):
             return self.price_per_mtok
         each = LOCAL_PRICE_PER_B * self.params_b
         return Price(prompt=each, completion=each)
+
+    @property
+    def queue_limit(self) -> int:
+        return self.max_queue or 4 * self.max_concurrency
 
     @property
     def launched(self) -> bool:
@@ -106,6 +120,14 @@ class ExpertsFile(BaseModel):
         if dupes:
             raise ValueError(f"duplicate expert names: {', '.join(dupes)}")
         return experts
+
+
+class RateLimit(BaseModel):
+    """A token bucket per API key (per client address without keys), kept in Redis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    requests_per_minute: float = Field(gt=0, description="sustained rate the bucket refills at")
+    burst: int = Field(10, gt=0, description="requests that may arrive at once (the bucket's size)")
 
 
 def _csv(value: Any) -> Any:
@@ -128,13 +150,36 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(None, description="assembled model files; null = STATE_DIR/models")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_max_tokens: int = Field(512, gt=0)
-    request_timeout_s: float = Field(300.0, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0, description="bounds a whole request (504 past it)")
+    engine: Literal["direct", "langgraph"] = Field(
+        "direct", description="graph executor that serves: coe's own (0.1 ms a run) or LangGraph's (~3-6 ms)"
+    )
+    max_body_bytes: int = Field(1 << 20, gt=0, description="larger request bodies get 413")
+    max_messages: int = Field(1000, gt=0, description="messages per request")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, open requests and streams may finish for this long"
+    )
     batch_memory_budget_bytes: int | None = Field(
         None, gt=0, description="per batch worker; null = no limit; a model larger than it loads alone"
     )
     batch_max_attempts: int = Field(3, gt=0, description="tries per batch call before it is dead-lettered")
     batch_visibility_timeout_s: float = Field(60.0, gt=0, description="retake a dead worker's calls after")
     batch_lease_s: float = Field(30.0, gt=0, description="expert/driver leases expire after (renewed at 1/3)")
+    serve_memory_budget_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="memory for the experts coe serve hosts (model sizes as the batch manager counts "
+        "them); null = every expert resident; calls to others wait on their stream for a swap",
+    )
+    serve_max_wait_s: float = Field(
+        30.0, gt=0, description="calls waiting this long for their model make it the next one loaded"
+    )
+    batch_window_s: float = Field(
+        86400.0, gt=0, description="what the Batch API's completion_window '24h' lasts (shorter in tests)"
+    )
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line")
+    log_content: bool = Field(False, description="log prompts and answers (off: never)")
+    rate_limit: RateLimit | None = Field(None, description="per-key request rate limit; null = off")
     config_file: Path | None = Field(None, exclude=True)
 
     _validate_keys = field_validator("api_keys", mode="before")(_csv)
@@ -169,7 +214,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
-        """Read settings from ``path`` (default: the embedded ``config/coe.yaml``)."""
+        """Read settings from ``path`` (default: the embedded ``config/coe.yaml``); ``overrides``
+        (the command line's) win over ``COE_*`` variables, which win over the file."""
         path = (path or DEFAULT_CONFIG).resolve()
         text = _read(path)
         data, positions = yamlio.parse(text, str(path))
@@ -177,11 +223,32 @@ class Settings(BaseSettings):
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}:1:1: (root): expected a mapping of settings")
-        data = {**data, **{k: v for k, v in overrides.items() if v is not None}, "config_file": path}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        data = {**data, **given, "config_file": path}
         try:
-            return cls(**data)
+            settings = cls(**data)
+            if not given:
+                return settings
+            # the command line's values win over the environment, which wins over the file
+            plain = _WithoutEnvironment(**data)
         except pydantic.ValidationError as err:
             raise ConfigError(yamlio.problems_from(err, str(path), positions)) from None
+        return settings.model_copy(update={k: getattr(plain, k) for k in given})
+
+
+class _WithoutEnvironment(Settings):
+    """Settings from the file and the given values only (``Settings.load``'s overrides)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def _read(path: Path) -> str:

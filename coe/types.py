@@ -58,6 +58,22 @@ class ExpertRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     #: a JSON Schema the answer must follow (servers that support constrained output enforce it)
     json_schema: Mapping[str, Any] | None = None
+    #: other sampling parameters, sent as given (``top_p``, ``seed``, ``presence_penalty``, ...)
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of an expert's answer as it streams.
+
+    ``text`` is the new text; the last chunk of a stream carries the call's ``usage`` and the
+    expert's ``finish_reason`` (``"length"`` when cut by ``max_tokens``). A whole answer may come
+    as one chunk that carries all three.
+    """
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,7 @@ class Candidate:
     usage: Usage = Usage()
     role: str | None = None
     weight: float = 1.0
+    finish_reason: str = "stop"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -109,5 +126,6 @@ class Candidate:
             "role": self.role,
             "content": self.content,
             "weight": self.weight,
+            "finish_reason": self.finish_reason,
             "usage": self.usage.as_dict(),
         }

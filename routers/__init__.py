@@ -14,6 +14,7 @@ ROUTERS: Registry[Router] = Registry(
         "bench-coe-subject": "routers.bench_coe_subject:BenchCoESubjectRouter",
         "bench-coe-query": "routers.bench_coe_query:BenchCoEQueryRouter",
         "symbolic-moe": "routers.symbolic_moe:SymbolicMoERouter",
+        "ranked": "routers.ranked:RankedRouter",
     },
 )
 

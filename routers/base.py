@@ -14,6 +14,7 @@ from coe.types import Messages, RouteDecision
 
 if TYPE_CHECKING:
     from coe.experts.base import ExpertClient
+    from coe.pipeline import Trace
 
 
 class RouterParams(BaseModel):
@@ -59,6 +60,12 @@ class Router(abc.ABC):
     @abc.abstractmethod
     async def route(self, messages: Messages) -> RouteDecision:
         """Pick experts for ``messages``."""
+
+    async def route_recorded(self, messages: Messages, trace: Trace, node: str) -> RouteDecision:
+        """Route, recording in ``trace`` (as calls of ``node``) every expert call made to decide:
+        an LLM annotator's, with role ``annotate``. Routers that call experts override this and
+        build ``route`` on it; the others need not."""
+        return await self.route(messages)
 
 
 def build_router(cls: type[Router], params: dict[str, Any], context: RouterContext) -> Router:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coe.eval.prompts import split_prompt
+from coe.questions.prompts import split_prompt
 from coe.types import Messages
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class Embedder:
     sets torch's intra-op threads (1 is fastest on a busy 2-core machine). The model key names
     both the model and the truncation, so caches of different settings never mix.
     """
+
+    model_name = MODEL_NAME
 
     def __init__(self, max_tokens: int = 256, threads: int = 1, cache: Path | None = None) -> None:
         self.max_tokens = max_tokens

@@ -15,6 +15,7 @@ from coe.types import Messages
 from routers.artifacts import Artifact, read_artifact, resolve
 from routers.base import Router, RouterContext, RouterParams
 from routers.embedding import Embedder, cache_dir, query_text
+from routers.static_embedding import STATIC_NAME, StaticEmbedder
 
 __all__ = ["TrainedParams", "TrainedRouter", "shared_embedder", "softmax"]
 
@@ -29,6 +30,12 @@ class TrainedParams(RouterParams):
 def shared_embedder(max_tokens: int, threads: int, cache: str) -> Embedder:
     """One embedder (one copy of the model) per setting in a process."""
     return Embedder(max_tokens=max_tokens, threads=threads, cache=Path(cache) if cache else None)
+
+
+@functools.cache
+def static_embedder(max_tokens: int) -> StaticEmbedder:
+    """The distilled static embedding (one table per process)."""
+    return StaticEmbedder(max_tokens=max_tokens)
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -85,6 +92,8 @@ class TrainedRouter(Router):
         params = self.params
         assert isinstance(params, TrainedParams)
         settings = self.artifact.meta.get("embedding", {})
+        if settings.get("model") == STATIC_NAME:
+            return static_embedder(int(settings.get("max_tokens", 512)))
         cache = str(cache_dir()) if params.cache else ""
         return shared_embedder(int(settings.get("max_tokens", 256)), params.threads, cache)
 

@@ -27,6 +27,10 @@ def slice_graph(name: str, folder: Path, artifact: Path | None = None) -> Path:
             params["experts"] = [MODELS[0]]
         if node["kind"] == "route" and params.get("strong"):
             params["strong"] = MODELS[0]
+        if node["kind"] == "cascade":
+            node["artifact"] = str(artifact)
+            if node.get("experts"):
+                node["experts"] = [MODELS[2], MODELS[1], MODELS[0]]
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from routers_data import MODELS, OUTPUTS, SLICE
 
-from coe.eval.datasets import Question, load_validation_shots
+from coe.questions.datasets import Question, load_validation_shots
 from coe.routing.data import load_questions
 from coe.routing.profiles import Profile, build_from_replay
 from coe.routing.train import TrainData, train
@@ -65,7 +65,7 @@ def artifacts(data: TrainData, tmp_path_factory: pytest.TempPathFactory) -> dict
     """One artifact of each kind, trained on the whole slice."""
     folder = tmp_path_factory.mktemp("artifacts")
     out = {}
-    for kind in ("category", "correctness", "skills"):
+    for kind in ("category", "correctness", "skills", "answers"):
         meta, arrays = train(kind, data)
         write_artifact(folder / f"{kind}.json", meta, arrays, f"(test: {kind} on the slice)")
         out[kind] = folder / f"{kind}.json"

@@ -90,12 +90,12 @@ def test_stream(client: openai.OpenAI) -> None:
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert content.strip()
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finishes == ["stop"]
     last = chunks[-1]
     assert last.choices == []
     trace = trace_of(last)
     assert trace["graph"] == "single"
-    assert [call["answer"] for call in trace["calls"]] == [content]
+    assert [call["answer"] for call in trace["calls"]] == [content.strip()]
+    assert finishes == [trace["calls"][0]["finish_reason"]], "the expert's own finish reason"
     assert last.usage is not None and last.usage.completion_tokens > 0
     assert [c for c in chunks if "coe" in (c.model_extra or {})] == [last]
 

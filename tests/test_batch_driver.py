@@ -20,10 +20,10 @@ from coe.batch.run import drive
 from coe.batch.store import BatchItem, BatchStore
 from coe.batch.worker import Worker, WorkerOptions
 from coe.config import Settings
-from coe.eval.datasets import load_mmlu_pro
-from coe.eval.prompts import build_messages
-from coe.eval.tokens import TokenCounter
 from coe.experts.replay import ReplayBank
+from coe.questions.datasets import load_mmlu_pro
+from coe.questions.prompts import build_messages
+from coe.questions.tokens import TokenCounter
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 DATA = REPO / "tests" / "data" / "mmlu_pro"

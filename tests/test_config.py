@@ -71,6 +71,18 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     assert settings.port == 9001
 
 
+def test_flags_win_over_the_environment_which_wins_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "port: 8100\nhost: 127.0.0.1\nlog_format: text\n", "coe.yaml")
+    monkeypatch.setenv("COE_PORT", "8200")
+    monkeypatch.setenv("COE_LOG_FORMAT", "json")
+    from_env = Settings.load(path)
+    assert (from_env.port, from_env.log_format, from_env.host) == (8200, "json", "127.0.0.1")
+    flagged = Settings.load(path, port=8300, log_format="text")
+    assert (flagged.port, flagged.log_format, flagged.host) == (8300, "text", "127.0.0.1")
+
+
 def test_empty_settings_file_means_defaults(tmp_path: Path) -> None:
     settings = Settings.load(write(tmp_path, "", "coe.yaml"))
     assert settings.port == 8000 and settings.experts_file == tmp_path / "experts.yaml"

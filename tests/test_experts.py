@@ -1,12 +1,12 @@
-"""Experts: real llama.cpp servers started and stopped by coe, the litellm client path (chat and
-completions), the wrappers (timeout, retry, concurrency limit, meter) and the pool."""
+"""Experts: real llama.cpp servers started and stopped by coe, the streaming HTTP client (chat and
+completions), the litellm path, the wrappers (timeout, retry, concurrency limit, meter) and the pool."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,14 +15,16 @@ import pytest_asyncio
 from conftest import MODEL_CACHE, alive, wait_gone
 
 from coe.config import ExpertConfig, Settings, load_experts
-from coe.errors import ExpertError, ExpertTimeout, LaunchError, UserError
+from coe.errors import ExpertError, ExpertRejected, ExpertTimeout, LaunchError, UserError
 from coe.experts.base import ExpertClient
 from coe.experts.launch import LlamaCppServer
-from coe.experts.litellm_client import LiteLLMExpert, render_prompt, with_system_prompt
+from coe.experts.litellm_client import LiteLLMExpert
 from coe.experts.models import resolve_model
+from coe.experts.openai_http import OpenAIHTTPExpert
 from coe.experts.pool import ExpertPool
+from coe.experts.prompting import render_prompt, with_system_prompt
 from coe.experts.wrappers import LimitExpert, MeteredExpert, RetryExpert, TimeoutExpert, wrap
-from coe.types import Completion, ExpertRequest, Message, Usage
+from coe.types import Chunk, ExpertRequest, Message, Usage
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ASK: list[Message] = [{"role": "user", "content": "What is the capital of France?"}]
@@ -83,7 +85,7 @@ async def test_server_killed_mid_call(tmp_path: Path, configs: dict[str, ExpertC
         "doomed", resolve_model(config.model, MODEL_CACHE), log_dir=tmp_path, context_size=1024, parallel=1
     )
     url = await server.start()
-    client = wrap(LiteLLMExpert(config, url), timeout_s=60, retries=1, max_concurrency=1)
+    client = wrap(OpenAIHTTPExpert(config, url), timeout_s=60, retries=1, max_concurrency=1)
     try:
         long_answer = ExpertRequest(
             [{"role": "user", "content": "Write a very long story about a lighthouse keeper, in detail."}],
@@ -138,12 +140,15 @@ async def test_pool_started_every_launched_expert(pool: ExpertPool) -> None:
         assert launcher.log_path == pool.settings.state_dir / "logs" / f"{name}.log"
 
 
-async def test_chat_through_litellm(pool: ExpertPool, configs: dict[str, ExpertConfig]) -> None:
-    raw = LiteLLMExpert(configs["smollm2"], pool.launchers["smollm2"].base_url)
+async def test_chat_streams(pool: ExpertPool, configs: dict[str, ExpertConfig]) -> None:
+    raw = OpenAIHTTPExpert(configs["smollm2"], pool.launchers["smollm2"].base_url)
+    pieces: list[str] = []
     try:
-        completion = await raw.complete(request())
+        completion = await raw.complete(request(), pieces.append)
     finally:
         await raw.aclose()
+    assert len(pieces) > 1, "the answer arrives piece by piece"
+    assert "".join(pieces).strip() == completion.content
     assert completion.content and completion.content == completion.content.strip()
     assert completion.usage.prompt_tokens > 0
     assert 0 < completion.usage.completion_tokens <= 16
@@ -156,7 +161,58 @@ async def test_chat_through_litellm(pool: ExpertPool, configs: dict[str, ExpertC
     assert completion.finish_reason in ("stop", "length")
 
 
-async def test_completions_through_litellm(pool: ExpertPool) -> None:
+async def test_finish_reason_is_the_experts(pool: ExpertPool) -> None:
+    cut = await pool.client("smollm2").complete(
+        ExpertRequest([{"role": "user", "content": "Tell me a long story about a cat."}], max_tokens=4)
+    )
+    assert cut.finish_reason == "length" and cut.usage.completion_tokens == 4
+
+
+async def test_context_overflow_is_a_rejection_not_retried(pool: ExpertPool) -> None:
+    meter = pool.meters["smollm2"]
+    calls = meter.calls
+    too_long: list[Message] = [{"role": "user", "content": "word " * 5000}]
+    with pytest.raises(ExpertRejected) as caught:
+        await pool.client("smollm2").complete(ExpertRequest(too_long, max_tokens=8))
+    assert caught.value.code == "context_length_exceeded" and caught.value.status == 400
+    assert meter.calls == calls + 1
+
+
+async def test_upstream_refusal_maps_to_a_rejection(
+    pool: ExpertPool, configs: dict[str, ExpertConfig]
+) -> None:
+    """``backend: openai`` has no tokenizer pre-check: the server's own 400 becomes ExpertRejected."""
+    url = pool.launchers["smollm2"].base_url
+    config = configs["smollm2"].model_copy(update={"backend": "openai", "model": "smollm2", "endpoint": url})
+    client = OpenAIHTTPExpert(config, url)
+    too_long: list[Message] = [{"role": "user", "content": "word " * 5000}]
+    try:
+        with pytest.raises(ExpertRejected) as caught:
+            await client.complete(ExpertRequest(too_long, max_tokens=8))
+    finally:
+        await client.aclose()
+    assert caught.value.status == 400 and caught.value.code == "context_length_exceeded"
+    assert "context" in str(caught.value)
+
+
+async def test_litellm_backend(pool: ExpertPool, configs: dict[str, ExpertConfig]) -> None:
+    """``backend: litellm`` goes through litellm's adapters (here its OpenAI one, to llama.cpp)."""
+    config = configs["smollm2"].model_copy(
+        update={
+            "backend": "litellm",
+            "model": "openai/smollm2",
+            "endpoint": pool.launchers["smollm2"].base_url,
+        }
+    )
+    client = LiteLLMExpert(config, config.endpoint)
+    pieces: list[str] = []
+    completion = await client.complete(request(), pieces.append)
+    assert completion.content and "".join(pieces).strip() == completion.content
+    assert completion.usage.prompt_tokens > 0 and 0 < completion.usage.completion_tokens <= 16
+    assert completion.finish_reason in ("stop", "length")
+
+
+async def test_completions_api(pool: ExpertPool) -> None:
     """gemma3-270m is a base model: coe renders the conversation into its prompt template."""
     completion = await pool.client("gemma3-270m").complete(request())
     assert completion.content.strip()
@@ -165,12 +221,14 @@ async def test_completions_through_litellm(pool: ExpertPool) -> None:
 
 
 async def test_pool_stats(pool: ExpertPool) -> None:
+    failures = pool.meters["smollm2"].failures
     await pool.client("smollm2").complete(request(max_tokens=8))
     stats = pool.stats()
     assert set(stats) == {"smollm2", "gemma3-270m"}
     smollm2 = stats["smollm2"]
     assert smollm2["loads"] == 1 and smollm2["load_s"] > 0 and smollm2["resident"] is True
-    assert smollm2["calls"] >= 1 and smollm2["failures"] == 0
+    assert smollm2["state"] == "ready" and smollm2["pid"] == pool.launchers["smollm2"].pid
+    assert smollm2["calls"] >= 1 and smollm2["failures"] == failures
     assert smollm2["completion_tokens"] > 0 and smollm2["cost"] > 0
     assert stats["gemma3-270m"]["calls"] >= 1
 
@@ -207,7 +265,7 @@ class Scripted(ExpertClient):
         self.active = 0
         self.peak = 0
 
-    async def complete(self, request: ExpertRequest) -> Completion:
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
         self.calls += 1
         self.active += 1
         self.peak = max(self.peak, self.active)
@@ -215,9 +273,28 @@ class Scripted(ExpertClient):
             await asyncio.sleep(self.delay)
             if self.calls <= self.failures:
                 raise self.error
-            return Completion("ok", Usage(3, 2, 0.5, self.delay))
+            yield Chunk("ok", Usage(3, 2, 0.5, self.delay), "stop")
         finally:
             self.active -= 1
+
+
+class BreaksMidStream(ExpertClient):
+    """Streams one piece of text, then fails."""
+
+    name = "breaks"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.closed = 0
+
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
+        self.calls += 1
+        try:
+            yield Chunk("The answer")
+            await asyncio.sleep(0)
+            raise ExpertError(self.name, "connection lost")
+        finally:
+            self.closed += 1
 
 
 async def test_timeout() -> None:
@@ -252,6 +329,33 @@ async def test_user_errors_are_not_retried() -> None:
     with pytest.raises(UserError):
         await RetryExpert(inner, retries=3, backoff_s=0.001).complete(request())
     assert inner.calls == 1
+
+
+async def test_retry_never_after_text_streamed() -> None:
+    inner = BreaksMidStream()
+    seen: list[str] = []
+    with pytest.raises(ExpertError, match="connection lost"):
+        await RetryExpert(inner, retries=3, backoff_s=0.001).complete(request(), seen.append)
+    assert inner.calls == 1 and seen == ["The answer"]
+
+
+async def test_rejections_are_not_retried() -> None:
+    inner = Scripted(failures=10, error=ExpertRejected("scripted", "HTTP 400: too long", 400))
+    with pytest.raises(ExpertRejected):
+        await RetryExpert(inner, retries=3, backoff_s=0.001).complete(request())
+    assert inner.calls == 1
+
+
+async def test_closing_a_wrapped_stream_closes_the_inner_one() -> None:
+    inner = BreaksMidStream()
+    client = wrap(inner, timeout_s=5, retries=1, max_concurrency=1)
+    stream = client.stream(request())
+    assert (await anext(stream)).text == "The answer"
+    await stream.aclose()
+    assert inner.closed == 1
+    # the concurrency slot was given back: another call gets through at once
+    async with asyncio.timeout(1):
+        assert (await anext(client.stream(request()))).text == "The answer"
 
 
 async def test_limit_bounds_concurrency() -> None:

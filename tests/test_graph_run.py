@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest_asyncio
 from conftest import MODEL_CACHE, REPO
 
 from coe.config import Settings, load_experts
+from coe.errors import ExpertError
 from coe.experts.base import ExpertClient
 from coe.experts.pool import ExpertPool
 from coe.graph.catalog import graph_files
@@ -17,7 +18,7 @@ from coe.graph.compile import GraphPipeline
 from coe.graph.loader import load_graph
 from coe.graph.nodes.select import parse_selection, selection_schema
 from coe.pipeline import RunParams
-from coe.types import Completion, ExpertRequest, Usage
+from coe.types import Chunk, ExpertRequest, Usage
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -120,7 +121,9 @@ async def test_moderator_is_asked_each_round(pool: ExpertPool, tmp_path: Path) -
     trace = result.trace.as_dict()
     first = trace["stops"][0]
     assert first["reason"].startswith("moderator")
-    assert any(c.get("role") == "moderator" and c["expert"] == "gemma3-270m" for c in trace["calls"])
+    assert any(
+        c["role"] == "judge" and c["node"] == "stop" and c["expert"] == "gemma3-270m" for c in trace["calls"]
+    )
     assert len(trace["stops"]) in (1, 2)
 
 
@@ -145,8 +148,10 @@ edges: [[experts, stop], [vote, answer]]
     )
     result = await pipeline(graph, pool).run(QUESTION, PARAMS)
     calls = result.trace.calls
-    assert [c["role"] for c in calls if c["expert"] == "smollm2"] == ["solver", "solver"]
-    assert [c["role"] for c in calls if c["expert"] == "smollm2-warm"] == ["critic", "critic"]
+    assert {c["role"] for c in calls} == {"answer"}
+    assert [c["persona"] for c in calls if c["expert"] == "smollm2"] == ["solver", "solver"]
+    assert [c["persona"] for c in calls if c["expert"] == "smollm2-warm"] == ["critic", "critic"]
+    assert [c.get("prompt") for c in calls] == [None, None, "moa.references", "moa.references"]
     first, second = [c["prompt_tokens"] for c in calls if c["expert"] == "smollm2"]
     assert second > first, "the second round sees the first round's answers"
 
@@ -158,8 +163,17 @@ class _Scripted(ExpertClient):
         self.name = name
         self.text = text
 
-    async def complete(self, request: ExpertRequest) -> Completion:
-        return Completion(self.text, Usage(10, 5))
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
+        yield Chunk(self.text, Usage(10, 5), "stop")
+
+
+class _Failing(ExpertClient):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
+        raise ExpertError(self.name, "connection refused")
+        yield Chunk()  # pragma: no cover - makes this an async generator
 
 
 class _Lookup:
@@ -207,3 +221,31 @@ async def test_selection_schema_matches_the_parser() -> None:
     assert parse_selection('{"selected": [1, 1, 0, 2]}', 3, 2) == [1, 0]
     assert parse_selection('{"selected": []}', 3, 2) is None
     assert parse_selection("no json", 3, 1) is None
+
+
+FAN_OUT = """
+experts: [a, b, broken]
+entry: experts
+exit: answer
+nodes:
+  experts: {{kind: experts{extra}}}
+  vote: {{kind: aggregate, aggregator: vote}}
+  answer: {{kind: answer}}
+edges: [[experts, vote], [vote, answer]]
+"""
+
+
+@pytest.mark.parametrize("engine", ["langgraph", "direct"])
+async def test_fan_out_needs_every_answer_unless_min_answers_says_otherwise(
+    tmp_path: Path, engine: str
+) -> None:
+    lookup = _Lookup(
+        _Scripted("a", "the answer is (B)"), _Scripted("b", "the answer is (B)"), _Failing("broken")
+    )
+    strict = load_graph(write_graph(tmp_path, FAN_OUT.format(extra="")))
+    with pytest.raises(ExpertError, match="broken"):
+        await GraphPipeline(strict, lookup, ["a", "b", "broken"], engine=engine).run(QUESTION, PARAMS)
+    lenient = load_graph(write_graph(tmp_path, FAN_OUT.format(extra=", min_answers: 2")))
+    result = await GraphPipeline(lenient, lookup, ["a", "b", "broken"], engine=engine).run(QUESTION, PARAMS)
+    assert result.content == "the answer is (B)"
+    assert [c.get("error") is not None for c in result.trace.calls] == [False, False, True]

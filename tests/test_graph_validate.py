@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, coe
 
+from coe.cli import main
 from coe.config import Settings, load_experts
 from coe.errors import ConfigError
 from coe.graph.catalog import graph_files, load_all
@@ -92,6 +93,18 @@ def test_committed_schema_is_current() -> None:
     assert set(committed["$defs"]) >= {
         f"{k}_node" for k in ("route", "experts", "select", "stop", "aggregate")
     }
+
+
+@pytest.mark.parametrize("config", ["coe.yaml", "coe.gpu.yaml"])
+@pytest.mark.parametrize("path", graph_files(REPO / "graphs"), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_graph_show_draws_every_shipped_graph(
+    path: Path, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Drawing calls no expert: every shipped graph draws, whichever experts are configured (the
+    GPU deployment's share none with the live routers' artifacts)."""
+    assert main(["graph", "show", str(path), "--config", str(REPO / "config" / config)]) == 0
+    drawn = capsys.readouterr().out
+    assert drawn.count("graph TD") == 1 and "__start__" in drawn and "__end__" in drawn
 
 
 def test_graph_show_prints_mermaid() -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from coe.errors import ConfigError, UnknownQuestion, UserError
-from coe.eval.datasets import Question, load_mmlu_pro, load_validation_shots
-from coe.eval.extract import extract_choice
-from coe.eval.prompts import build_messages
-from coe.eval.tokens import TokenCounter
 from coe.experts import replay
 from coe.experts.replay import ReplayBank
+from coe.questions.datasets import Question, load_mmlu_pro, load_validation_shots
+from coe.questions.extract import extract_choice
+from coe.questions.prompts import build_messages
+from coe.questions.tokens import TokenCounter
 from coe.types import ExpertRequest, Message
 
 DATA = Path(__file__).parent / "data" / "mmlu_pro"

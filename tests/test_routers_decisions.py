@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 from routers_data import MODELS
 
-from coe.eval.datasets import Question
-from coe.eval.prompts import build_messages
+from coe.experts.base import ExpertClient
+from coe.questions.datasets import Question
+from coe.questions.prompts import build_messages
 from coe.routing.data import routing_text
-from coe.types import Completion, ExpertRequest, Message, RouteDecision
+from coe.types import Chunk, ExpertRequest, Message, RouteDecision
 from routers import ROUTERS, RouterContext, build_router
 from routers.artifacts import read_artifact
 from routers.base import Router
@@ -122,19 +124,25 @@ def test_symbolic_moe(embed_cache: Path, artifacts: dict[str, Path], questions: 
     first = decide(make("symbolic-moe", artifacts, "skills", seed=0), prompts)
     assert first == decide(make("symbolic-moe", artifacts, "skills", seed=0), prompts)
     assert first != decide(make("symbolic-moe", artifacts, "skills", seed=7), prompts)
+    # the paper's draws: a model drawn twice is called twice, in draw order
     repeated = 0
     for d in first:
+        assert len(d.experts) == 3 and not d.weights and len(d.skills) == 3
+        counts = Counter(d.experts)
+        assert d.primary == max(counts, key=lambda e: (counts[e], -d.experts.index(e)))
+        repeated += len(counts) < 3
+    assert repeated > 0  # some draws repeat
+    # over replayed outputs (one sample per question): one call, the votes as weights
+    weighted = decide(make("symbolic-moe", artifacts, "skills", seed=0, repeats="weight"), prompts)
+    for d, drawn in zip(weighted, first, strict=True):
         assert 1 <= len(d.experts) <= 3 and len(set(d.experts)) == len(d.experts)
-        assert sum(d.weights.values()) == 3 and set(d.weights) == set(d.experts)
+        assert d.weights == {e: float(n) for e, n in Counter(drawn.experts).items()}
         assert list(d.weights.values()) == sorted(d.weights.values(), reverse=True)
-        assert len(d.skills) == 3
-        repeated += max(d.weights.values()) >= 2
-    assert repeated > 0  # some draws repeat: one call, two votes
     top = decide(make("symbolic-moe", artifacts, "skills", draw="top"), prompts)
     assert all(len(d.experts) == 3 and set(d.weights.values()) == {1.0} for d in top)
 
 
-class ScriptedAnnotator:
+class ScriptedAnnotator(ExpertClient):
     """An expert client that always lists the same skills (stands in for an LLM annotator)."""
 
     name = "annotator"
@@ -143,9 +151,9 @@ class ScriptedAnnotator:
         self.answers = answers
         self.calls = 0
 
-    async def complete(self, request: ExpertRequest) -> Completion:
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
         self.calls += 1
-        return Completion(self.answers[(self.calls - 1) % len(self.answers)])
+        yield Chunk(self.answers[(self.calls - 1) % len(self.answers)])
 
     def client(self, name: str) -> ScriptedAnnotator:
         return self
@@ -160,7 +168,7 @@ def test_symbolic_moe_llm_annotator(
     from routers import symbolic_moe
 
     skills: list[str] = list(read_artifact(artifacts["skills"]).meta["skills"])
-    target = skills[len(skills) // 2]
+    target = next(s for s in skills[len(skills) // 2 :] if len(s) <= 20)  # the paper drops longer keywords
     extras = ["cooking", "gardening", "knitting", "sailing", "chess"]
     annotator = ScriptedAnnotator(
         [
@@ -185,3 +193,7 @@ def test_symbolic_moe_llm_annotator(
     assert annotator.calls == 5
     assert decision.skills == (target,)  # named 5 times; the others once each
     assert symbolic_moe.keywords("1. Algebra\n2. number theory.") == ["algebra", "number theory"]
+    assert symbolic_moe.keywords("Keywords: optics, waves") == ["optics", "waves"]
+    # the paper's filter: at most 20 characters, named at least twice over all the answers
+    answers = ["optics, a very long keyword indeed", "optics; waves", "waves, a very long keyword indeed"]
+    assert symbolic_moe.kept_keywords(answers) == ["optics", "waves"]

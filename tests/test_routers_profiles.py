@@ -9,7 +9,7 @@ import pytest
 from routers_data import MODELS, OUTPUTS, SLICE, profile_args
 
 from coe.cli import main
-from coe.eval.datasets import Question
+from coe.questions.datasets import Question
 from coe.routing.profiles import Profile, build_from_results, read_profile
 
 pytest_plugins = ["routers_support"]

@@ -1,6 +1,6 @@
 """Aggregators combine candidate answers; looked up by name in ``AGGREGATORS``."""
 
-from coe.aggregators.base import Aggregate, Aggregator
+from coe.aggregators.base import Aggregate, Aggregator, AggregatorContext, AggregatorParams
 from coe.registry import Registry
 
 AGGREGATORS: Registry[Aggregator] = Registry(
@@ -10,7 +10,9 @@ AGGREGATORS: Registry[Aggregator] = Registry(
         "vote": "coe.aggregators.vote:VoteAggregator",
         "choice-vote": "coe.aggregators.choice_vote:ChoiceVoteAggregator",
         "synthesize": "coe.aggregators.synthesize:SynthesizeAggregator",
+        "moa": "coe.aggregators.moa:MoAAggregator",
+        "weighted-vote": "coe.aggregators.weighted_vote:WeightedVoteAggregator",
     },
 )
 
-__all__ = ["AGGREGATORS", "Aggregate", "Aggregator"]
+__all__ = ["AGGREGATORS", "Aggregate", "Aggregator", "AggregatorContext", "AggregatorParams"]

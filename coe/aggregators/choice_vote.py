@@ -1,5 +1,5 @@
 """Weighted majority vote for multiple-choice benchmarks: answers agree when MMLU-Pro's own
-extraction chain (``coe.eval.extract.extract_choice``) finds the same letter in them.
+extraction chain (``coe.questions.extract.extract_choice``) finds the same letter in them.
 
 ``vote`` keys answers by "the answer is (X)"-style phrases, else their last number, which suits
 free-form questions; on MMLU-Pro answers that end without such a phrase it keys a number where
@@ -10,7 +10,7 @@ first listed) and the no-key fallback are ``vote``'s.
 from __future__ import annotations
 
 from coe.aggregators.vote import VoteAggregator
-from coe.eval.extract import extract_choice
+from coe.questions.extract import extract_choice
 
 
 class ChoiceVoteAggregator(VoteAggregator):

@@ -14,6 +14,8 @@ from difflib import SequenceMatcher
 
 from coe.aggregators.base import Aggregate, Aggregator
 from coe.errors import UserError
+from coe.experts.base import Emit
+from coe.pipeline import RunParams
 from coe.types import Candidate, Messages
 
 # "Answer" in any case, the letter in upper case only: "the answer is a prime" names no choice.
@@ -57,7 +59,13 @@ class VoteAggregator(Aggregator):
         """What an answer commits to; answers with the same key agree."""
         return answer_key(text)
 
-    async def aggregate(self, messages: Messages, candidates: Sequence[Candidate]) -> Aggregate:
+    async def aggregate(
+        self,
+        messages: Messages,
+        candidates: Sequence[Candidate],
+        params: RunParams | None = None,
+        emit: Emit | None = None,
+    ) -> Aggregate:
         if not candidates:
             raise UserError("vote needs at least one candidate answer")
         keys = [self.key(c.content) for c in candidates]
@@ -68,7 +76,8 @@ class VoteAggregator(Aggregator):
         if not tally:
             index = _closest(candidates)
             winner = candidates[index]
-            return Aggregate(winner.content, (winner.expert,), {"method": "closest", "keys": keys})
+            detail = {"method": "closest", "keys": keys}
+            return Aggregate(winner.content, (winner.expert,), detail, winner.finish_reason)
         top = max(tally.values())
         # First listed candidate whose key has the top count.
         index = next(i for i, k in enumerate(keys) if k is not None and tally[k] == top)
@@ -78,4 +87,5 @@ class VoteAggregator(Aggregator):
             candidates[index].content,
             agreeing,
             {"method": "vote", "key": winner_key, "tally": tally, "keys": keys},
+            candidates[index].finish_reason,
         )

@@ -1,16 +1,19 @@
-"""OpenAI wire format: request models (unknown fields accepted and logged) and response builders."""
+"""OpenAI wire format: request models (unknown fields accepted and logged), response builders and
+the SSE stream of an answer."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from coe.pipeline import RunParams, RunResult
+from coe.api.errors import describe, log_failure
+from coe.errors import InvalidRequest
+from coe.pipeline import RunParams, RunResult, StreamEvent
 from coe.types import Message
 
 
@@ -31,40 +34,102 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+#: OpenAI parameters coe cannot honour: refused with 400 naming them, never silently ignored.
+#: (name -> the values that are fine to send, as OpenAI's defaults)
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "parallel_tool_calls": (None, False, True),
+}
+#: sampling parameters passed through to the experts as given
+SAMPLING = ("top_p", "seed", "presence_penalty", "frequency_penalty")
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        json_schema_extra={"contains": {"type": "object", "properties": {"role": {"const": "user"}}}},
+    )
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: str | list[str] | None = Field(None, max_length=4)
+    n: int = Field(1, ge=1, json_schema_extra={"maximum": 1})  # more: a 400 that says why
+    response_format: ResponseFormat | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
+
+    def refuse_unsupported(self, max_messages: int) -> None:
+        """Raise ``InvalidRequest`` naming the first parameter coe cannot honour."""
+        if len(self.messages) > max_messages:
+            raise InvalidRequest(
+                f"messages: {len(self.messages)} messages; at most {max_messages} are accepted",
+                "messages",
+                "too_many_messages",
+            )
+        if self.n != 1:
+            raise InvalidRequest(
+                "n: only one choice per request is supported (n=1)", "n", "unsupported_value"
+            )
+        if self.response_format is not None and self.response_format.type != "text":
+            raise InvalidRequest(
+                f"response_format: type {self.response_format.type!r} is not supported (only 'text')",
+                "response_format",
+                "unsupported_value",
+            )
+        extra = self.model_extra or {}
+        for name, fine in UNSUPPORTED.items():
+            if name in extra and extra[name] not in fine:
+                raise InvalidRequest(f"{name}: not supported by coe's graphs", name, "unsupported_parameter")
 
     @field_validator("messages")
     @classmethod
     def _has_user_turn(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.role == "user" for m in messages):
+        users = [m for m in messages if m.role == "user"]
+        if not users:
             raise ValueError("must contain at least one user message")
+        if not any(m.text().strip() for m in users):
+            # nothing to answer: a model would end at once, and coe refuses empty answers
+            raise ValueError("every user message is empty: at least one must hold text")
         return messages
 
     def unknown_fields(self) -> list[str]:
-        return sorted(self.model_extra or {})
+        return sorted(set(self.model_extra or {}) - set(UNSUPPORTED))
 
     def chat_messages(self) -> list[Message]:
         return [{"role": m.role, "content": m.text()} for m in self.messages]
 
     def params(self) -> RunParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        sampling = {name: getattr(self, name) for name in SAMPLING if getattr(self, name) is not None}
         return RunParams(
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
             stop=stop,
             metadata=dict(self.metadata or {}),
+            sampling=sampling,
         )
 
 
@@ -73,7 +138,6 @@ def completion_id() -> str:
 
 
 def chat_completion(result: RunResult, model: str) -> dict[str, Any]:
-    usage = result.trace.usage
     return {
         "id": completion_id(),
         "object": "chat.completion",
@@ -83,24 +147,22 @@ def chat_completion(result: RunResult, model: str) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": result.content},
-                "finish_reason": "stop",
+                "finish_reason": result.finish_reason,
                 "logprobs": None,
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        },
+        "usage": usage_body(result),
         "coe": result.trace.as_dict(),
     }
 
 
-def _pieces(text: str, size: int = 16) -> Iterator[str]:
-    words = text.split(" ")
-    for start in range(0, len(words), size):
-        chunk = " ".join(words[start : start + size])
-        yield chunk if start + size >= len(words) else chunk + " "
+def usage_body(result: RunResult) -> dict[str, int]:
+    usage = result.trace.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -108,34 +170,53 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def stream_chunks(result: RunResult, model: str, chunk_id: str, created: int) -> Iterator[str]:
-    """The SSE events of one answer: role, content pieces, finish, the trace chunk, ``[DONE]``."""
+class ChunkBuilder:
+    """``chat.completion.chunk`` objects of one streamed answer."""
 
-    def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    def __init__(self, model: str) -> None:
+        self.id = completion_id()
+        self.created = int(time.time())
+        self.model = model
+
+    def __call__(self, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> str:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-        return {
-            "id": chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-            **extra,
-        }
-
-    yield sse(chunk({"role": "assistant", "content": ""}))
-    for piece in _pieces(result.content):
-        yield sse(chunk({"content": piece}))
-    yield sse(chunk({}, "stop"))
-    usage = result.trace.usage
-    yield sse(
-        chunk(
-            None,
-            usage={
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            },
-            coe=result.trace.as_dict(),
+        return sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": choices,
+                **extra,
+            }
         )
-    )
-    yield sse("[DONE]")
+
+
+async def stream_events(
+    first: StreamEvent,
+    events: AsyncGenerator[StreamEvent, None],
+    model: str,
+    on_result: Callable[[RunResult], object] | None = None,
+) -> AsyncIterator[str]:
+    """The SSE events of one answer as it is produced: role, content pieces, finish (with the
+    expert's finish reason), the trace chunk, ``[DONE]``. A failure ends the stream with one
+    ``{"error": ...}`` event and no ``[DONE]``. Closes ``events`` whatever happens; ``on_result``
+    sees the finished answer."""
+    chunk = ChunkBuilder(model)
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        event = first
+        while not isinstance(event, RunResult):
+            yield chunk({"content": event})
+            event = await anext(events)
+        if on_result is not None:
+            on_result(event)
+        yield chunk({}, event.finish_reason)
+        yield chunk(None, usage=usage_body(event), coe=event.trace.as_dict())
+        yield sse("[DONE]")
+    except Exception as err:
+        status, body = describe(err)
+        log_failure(err, status)
+        yield sse(body)
+    finally:
+        await events.aclose()

@@ -18,7 +18,10 @@ How the parts fit:
   load, drain, release); ``adopt``: workers take over batches whose driver died.
 - ``connect``: ``REDIS_URL``, else a persistent local redis-server (AOF, ``appendfsync always``)
   shared by the batch commands; ``run``: submit and drive from one process (with an in-process
-  worker when Redis is local); ``evaluate``: ``coe eval --batch``.
+  worker when Redis is local). ``coe eval --batch`` (``coe.eval.batched``) builds on these.
+- ``multiplex`` + ``online``: the same queues and model manager for live traffic in ``coe serve``
+  (more experts than the memory budget holds; calls wait on their stream, then stream);
+  ``openai_api``: OpenAI's Batch API (files, batch objects, output and error files) on top.
 
 Why a strict stage barrier rather than enqueueing each call as soon as it is made: the worker
 picks the expert with the most pending work, so it must see whole stages; a trickle of calls

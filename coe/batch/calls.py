@@ -41,6 +41,11 @@ class Call:
 
     key: CallKey
     request: ExpertRequest
+    #: seconds since the epoch after which nobody waits for the answer (online calls); 0: never
+    deadline: float = 0.0
+
+    def expired(self, now: float) -> bool:
+        return 0 < self.deadline < now
 
     def fields(self) -> dict[str, str]:
         request = {
@@ -49,8 +54,10 @@ class Call:
             "temperature": self.request.temperature,
             "stop": list(self.request.stop),
             "metadata": dict(self.request.metadata),
+            "json_schema": dict(self.request.json_schema) if self.request.json_schema is not None else None,
+            "sampling": dict(self.request.sampling),
         }
-        return {
+        fields = {
             "id": self.key.id,
             "batch": self.key.batch,
             "item": self.key.item,
@@ -59,6 +66,9 @@ class Call:
             "sample": str(self.key.sample),
             "request": json.dumps(request, ensure_ascii=False),
         }
+        if self.deadline:
+            fields["deadline"] = f"{self.deadline:.3f}"
+        return fields
 
     @classmethod
     def from_fields(cls, fields: Mapping[Any, Any]) -> Call:
@@ -67,9 +77,15 @@ class Call:
         raw = json.loads(data["request"])
         messages: list[Message] = raw["messages"]
         request = ExpertRequest(
-            messages, raw["max_tokens"], raw["temperature"], tuple(raw["stop"]), raw["metadata"]
+            messages,
+            raw["max_tokens"],
+            raw["temperature"],
+            tuple(raw["stop"]),
+            raw["metadata"],
+            raw.get("json_schema"),
+            raw.get("sampling") or {},
         )
-        return cls(key, request)
+        return cls(key, request, float(data.get("deadline") or 0.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,10 +27,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from coe.batch.calls import Call, CallKey, Outcome
 from coe.batch.queue import CallQueue
 from coe.errors import CoeError, UserError
-from coe.experts.base import ExpertClient
+from coe.experts.base import Emit, ExpertClient
 from coe.graph.nodes.base import ExpertLookup, NodeKind
 from coe.graph.state import GraphState
-from coe.types import Completion, ExpertRequest
+from coe.types import Chunk, ExpertRequest
 
 log = logging.getLogger("coe.batch")
 T = TypeVar("T")
@@ -58,10 +58,18 @@ class StagedNode(NodeKind):
         super().__init__(inner.name, inner.params, inner.context)
         self.inner = inner
 
-    async def __call__(self, state: GraphState) -> dict[str, Any]:
-        token = _STAGE.set(f"{self.name}#{state.get('round', 0)}")
+    def _round(self, state: GraphState) -> int:
+        """The node's loop round: ``NodeKind.round`` where the graph runtime has it."""
+        rounds = getattr(self.inner, "round", None)
+        if callable(rounds):
+            return int(rounds(state))
+        legacy: Any = state.get("round", 0)  # type: ignore[call-overload, unused-ignore]
+        return int(legacy)
+
+    async def __call__(self, state: GraphState, emit: Emit | None = None) -> dict[str, Any]:
+        token = _STAGE.set(f"{self.name}#{self._round(state)}")
         try:
-            return await self.inner(state)
+            return await self.inner(state, emit)
         finally:
             _STAGE.reset(token)
 
@@ -195,15 +203,17 @@ class Dispatcher:
 
 
 class QueuedExpert(ExpertClient):
-    """An expert reached through its stream: ``complete`` enqueues the call and awaits the result."""
+    """An expert reached through its Redis stream: a call is enqueued and its result awaited, then
+    given as one chunk."""
 
     def __init__(self, name: str, dispatcher: Dispatcher) -> None:
         self.name = name
         self.dispatcher = dispatcher
 
-    async def complete(self, request: ExpertRequest) -> Completion:
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
         outcome = await self.dispatcher.call(self.name, request)
-        return outcome.completion(self.name)
+        completion = outcome.completion(self.name)
+        yield Chunk(completion.content, completion.usage, completion.finish_reason)
 
 
 class QueuedLookup:

@@ -30,12 +30,12 @@ from coe.batch.status import batch_status
 from coe.batch.store import BatchItem, BatchStore
 from coe.config import Settings
 from coe.errors import CoeError, UpstreamError, UserError
-from coe.eval.extract import extract_choice
 from coe.graph.catalog import resolve
 from coe.graph.compile import GraphPipeline
 from coe.graph.loader import LoadedGraph, load_graph
 from coe.graph.nodes.base import ExpertLookup
 from coe.pipeline import RunParams
+from coe.questions.extract import extract_choice
 
 log = logging.getLogger("coe.batch")
 
@@ -59,13 +59,19 @@ def graph_factory(loaded: LoadedGraph, pool: Sequence[str]) -> PipelineFactory:
     return lambda lookup: GraphPipeline(loaded, lookup, list(pool), engine="direct")
 
 
-def item_output(item: BatchItem, content: str, trace: dict[str, Any]) -> dict[str, Any]:
-    output: dict[str, Any] = {"id": item.id, "content": content}
+def item_output(
+    item: BatchItem, content: str, trace: dict[str, Any], finish_reason: str = "stop"
+) -> dict[str, Any]:
+    output: dict[str, Any] = {"id": item.id, "content": content, "finish_reason": finish_reason}
     if item.answer is not None:
         prediction = extract_choice(content)
         output.update(prediction=prediction, answer=item.answer, correct=prediction == item.answer)
     output["trace"] = trace
     return output
+
+
+class _Cancelled(Exception):
+    """The batch's cancellation was asked for: its drive ends."""
 
 
 class BatchDriver:
@@ -105,8 +111,10 @@ class BatchDriver:
             if not drive.done():
                 drive.cancel()
                 await asyncio.gather(drive, return_exceptions=True)
-                raise UpstreamError(f"lost the driver lease of batch {self.batch_id}")
-            drive.result()
+                if not isinstance(keeper.exception(), _Cancelled):
+                    raise UpstreamError(f"lost the driver lease of batch {self.batch_id}")
+            else:
+                drive.result()
         finally:
             for task in (drive, keeper):
                 task.cancel()
@@ -115,10 +123,15 @@ class BatchDriver:
         return await batch_status(self.redis, self.batch_id)
 
     async def _keep(self, leases: Leases, lease: str) -> None:
-        """Renew the driver lease; return (ending the drive) only when someone else holds it."""
+        """Renew the driver lease; return (ending the drive) when someone else holds it, or end
+        the batch as ``cancelled`` when its cancellation was asked for."""
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(min(self.lease_s / 3, 1.0))
             try:
+                if await self.store.cancelled(self.batch_id):
+                    log.info("batch %s: cancelled", self.batch_id)
+                    await self.store.finish(self.batch_id, "cancelled")
+                    raise _Cancelled
                 if not await leases.renew(lease):
                     return
             except RedisConnectionError as err:
@@ -152,11 +165,20 @@ class BatchDriver:
         await self.store.finish(self.batch_id)
 
     async def _item(self, pipeline: GraphPipeline, max_tokens: int | None, item: BatchItem) -> None:
-        params = RunParams(max_tokens=max_tokens, metadata=dict(item.metadata))
+        own = item.params
+        params = RunParams(
+            max_tokens=own.get("max_tokens") or max_tokens,
+            temperature=own.get("temperature"),
+            stop=tuple(own.get("stop") or ()),
+            metadata=dict(item.metadata),
+            sampling=dict(own.get("sampling") or {}),
+        )
         try:
             result = await pipeline.run(item.messages, params)
-            output = item_output(item, result.content, result.trace.as_dict())
+            output = item_output(item, result.content, result.trace.as_dict(), result.finish_reason)
         except CoeError as err:
+            if await self.store.cancelled(self.batch_id):
+                return  # stopped, not failed: the item stays unanswered
             output = {"id": item.id, "content": None, "error": str(err), "trace": None}
         await self.store.put_output(self.batch_id, output)
         if self.on_output is not None:

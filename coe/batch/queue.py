@@ -116,6 +116,12 @@ class CallQueue:
             await self._enqueue(keys=keys_, args=[key.id, key.expert, *flat], client=pipe)
         return sum(int(n) for n in await pipe.execute())
 
+    async def push(self, call: Call) -> None:
+        """Put one call on its expert's stream, unrecorded (an online call: its id is unique)."""
+        await self.ensure_groups([call.key.expert])
+        fields: dict[Any, Any] = call.fields()
+        await self.redis.xadd(keys.stream(call.key.expert), fields)
+
     async def results(self, call_ids: Sequence[str]) -> dict[str, Outcome]:
         if not call_ids:
             return {}

@@ -38,6 +38,8 @@ class BatchItem:
     messages: list[Message]
     answer: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: the item's own generation parameters (Batch API lines): max_tokens, temperature, stop, sampling
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -46,6 +48,7 @@ class BatchItem:
                 "messages": self.messages,
                 "answer": self.answer,
                 "metadata": dict(self.metadata),
+                "params": dict(self.params),
             },
             ensure_ascii=False,
         )
@@ -53,7 +56,9 @@ class BatchItem:
     @classmethod
     def from_json(cls, text: bytes | str) -> BatchItem:
         raw = json.loads(text)
-        return cls(raw["id"], raw["messages"], raw.get("answer"), raw.get("metadata") or {})
+        return cls(
+            raw["id"], raw["messages"], raw.get("answer"), raw.get("metadata") or {}, raw.get("params") or {}
+        )
 
 
 def parse_item(raw: Any) -> BatchItem:
@@ -173,11 +178,20 @@ class BatchStore:
         )
         return bool(stored)
 
-    async def finish(self, batch_id: str) -> None:
+    async def finish(self, batch_id: str, status: str = "done") -> None:
+        """Mark the batch ended (``done``, or ``cancelled`` when its cancellation stopped it)."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.batch(batch_id), mapping={"status": "done", "finished": f"{time.time():.3f}"})
+        pipe.hset(keys.batch(batch_id), mapping={"status": status, "finished": f"{time.time():.3f}"})
         pipe.srem(keys.BATCHES, batch_id)
         await pipe.execute()
+
+    async def cancel(self, batch_id: str, reason: str = "cancelled") -> None:
+        """Ask the batch's driver to stop (it finishes it as ``cancelled``); workers skip its calls."""
+        await self.redis.hsetnx(keys.batch(batch_id), "cancel", reason)
+
+    async def cancelled(self, batch_id: str) -> str | None:
+        value = await self.redis.hget(keys.batch(batch_id), "cancel")
+        return None if value is None else _text(value)
 
     async def dead_letters(self, batch_id: str) -> list[dict[str, Any]]:
         return [json.loads(v) for v in await self.redis.lrange(keys.batch(batch_id, "dead"), 0, -1)]

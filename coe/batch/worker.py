@@ -22,6 +22,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -68,12 +69,13 @@ class Worker:
         settings: Settings,
         configs: Sequence[ExpertConfig],
         options: WorkerOptions | None = None,
+        pool: ExpertPool | None = None,
     ) -> None:
         self.id = owner_id("worker")
         self.settings = settings
         self.options = options or WorkerOptions.from_settings(settings)
         self.experts = [c.name for c in configs]
-        self.pool = ExpertPool(configs, settings)
+        self.pool = pool if pool is not None else ExpertPool(configs, settings, bounded=False)
         self.manager = ModelManager(self.pool, {}, self.options.budget_bytes, self.id)
         self.queue = CallQueue(redis)
         self.leases = Leases(redis, self.id, self.options.lease_s)
@@ -96,11 +98,12 @@ class Worker:
         self._stop.set()
 
     async def run(self) -> None:
-        from coe.experts.litellm_client import load_litellm
+        if any(c.backend == "litellm" for c in self.pool.configs.values()):
+            from coe.experts.litellm_client import load_litellm
 
-        await asyncio.to_thread(load_litellm)
+            await asyncio.to_thread(load_litellm)  # seconds: before the first call, not during it
         for name, config in self.pool.configs.items():
-            if config.launched:
+            if self.manager.launched(name):
                 self.manager.sizes[name] = await asyncio.to_thread(model_bytes, config, self.settings)
         await self.queue.ensure_groups(self.experts)
         log.info("worker %s serving %s", self.id, ", ".join(self.experts))
@@ -218,6 +221,10 @@ class Worker:
             if await self.queue.done(call.key):
                 await self.queue.ack(message_id, expert)
                 return
+            skip = await self._skip(call)
+            if skip is not None:  # nobody waits for its answer any more
+                await self.queue.store(message_id, call, self._outcome(expert, 0, error=skip))
+                return
             attempts = await self.queue.attempt(call.key, self.manager.load_id(expert))
             if attempts > self.options.max_attempts:
                 error = f"gave up: {attempts - 1} attempts did not finish (their workers died)"
@@ -228,6 +235,13 @@ class Worker:
                 await self._fail(message_id, call, failed, attempts, attempts >= self.options.max_attempts)
         finally:
             self._in_flight[expert].discard(message_id)
+
+    async def _skip(self, call: Call) -> str | None:
+        """Why a call should not run: its deadline passed, or its batch was cancelled."""
+        if call.expired(time.time()):
+            return "expired: its deadline passed before a model could serve it"
+        reason: Any = await self.redis.hget(keys.batch(call.key.batch), "cancel")
+        return None if reason is None else f"{reason.decode()}: its batch was stopped"
 
     def _outcome(
         self, expert: str, attempts: int, completion: Completion | None = None, error: str | None = None
@@ -250,7 +264,7 @@ class Worker:
     async def _call(self, expert: str, message_id: str, call: Call, attempts: int) -> str | None:
         """Run the call and store its result; returns the error if it failed."""
         try:
-            completion = await self.pool.client(expert).complete(call.request)
+            completion = await self.pool.server_client(expert).complete(call.request)
         except (ExpertError, UserError) as err:
             if expert in self.manager.resident and not self.manager.alive(expert):
                 log.warning("the server of %s died; it will be loaded again", expert)

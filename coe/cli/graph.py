@@ -62,7 +62,8 @@ def _show(args: argparse.Namespace) -> int:
 
     settings = Settings.load(args.config)
     loaded = load_graph(resolve(args.name, settings.graphs_dir), graphs_dir=settings.graphs_dir)
-    pool = loaded.spec.experts if isinstance(loaded.spec.experts, list) else ["pool"]
+    # A `pool` graph is drawn over no particular pool (a trained router then keeps all it knows).
+    pool = loaded.spec.experts if isinstance(loaded.spec.experts, list) else []
     print(GraphPipeline(loaded, _NoExperts(), pool).mermaid())
     return 0
 

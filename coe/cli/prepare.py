@@ -18,4 +18,7 @@ def run(args: argparse.Namespace) -> int:
     for expert in load_experts(settings.experts_file):
         if expert.launched and is_gguf(expert.model):
             print(f"{expert.name}: {resolve_model(expert.model, settings.model_cache)}")
+    from routers.static_embedding import distill  # the fast routers' embedding, from MiniLM
+
+    print(f"static embedding: {distill()}")
     return 0

@@ -25,13 +25,13 @@ def run(args: argparse.Namespace) -> int:
     experts = [e for e in (args.experts or "").split(",") if e]
     questions = []
     if args.data_path:
-        from coe.eval.datasets import load_mmlu_pro
+        from coe.questions.datasets import load_mmlu_pro
 
         questions = load_mmlu_pro(args.data_path)
     if args.replay_dir:
         if not questions or not experts:
             raise UserError("--replay-dir needs --data-path and --experts")
-        from coe.eval.datasets import load_validation_shots
+        from coe.questions.datasets import load_validation_shots
 
         shots_path = args.shots_path or Path(args.data_path).parent / "validation.parquet"
         profile = build_from_replay(args.replay_dir, questions, experts, load_validation_shots(shots_path))

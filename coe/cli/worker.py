@@ -1,14 +1,30 @@
 """``coe worker``: serve the batch call streams until SIGTERM/SIGINT; adopt orphaned batches.
 
-With ``REDIS_URL`` unset it uses the local batch Redis (STATE_DIR/batch), as ``coe batch`` does.
+With ``REDIS_URL`` unset it uses the local batch Redis (STATE_DIR/batch), as ``coe batch`` and
+``coe serve`` do. Besides batch calls it takes the online calls ``coe serve`` queued while
+multiplexing (``serve_memory_budget_bytes``), for the experts the API does not hold; their answers
+reach the waiting requests through Redis.
+
+The first SIGTERM/SIGINT stops the worker gracefully: the calls in flight finish, the model servers
+stop. If that takes longer than ``shutdown_grace_s`` plus ``STOP_BOUND_S``, or on a second signal,
+the process exits at once; the servers it started go with it (their lifelines end), and calls it
+had taken are retaken by other workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger("coe.worker")
+
+#: Beyond the calls' grace: stopping the model servers (SIGTERM, SIGKILL 10 s later) and Redis.
+STOP_BOUND_S = 20.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +51,7 @@ async def _serve(args: argparse.Namespace) -> None:
         configs = [c for c in configs if c.name in wanted]
     async with batch_redis(settings) as (redis, _):
         worker = Worker(redis, settings, configs)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
+        _on_stop_signals(worker.stop, settings.shutdown_grace_s + STOP_BOUND_S)
         adopter = None
         if not args.no_adopt:
             adopter = asyncio.create_task(Adopter(redis, settings, every).run())
@@ -52,3 +66,25 @@ async def _serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     asyncio.run(_serve(args))
     return 0
+
+
+def _on_stop_signals(stop: Callable[[], None], bound_s: float) -> None:
+    """SIGTERM/SIGINT call ``stop``; the process exits at once ``bound_s`` later, or on a second one."""
+    loop = asyncio.get_running_loop()
+
+    def hard_exit(reason: str) -> None:
+        log.error("%s: exiting now", reason)
+        logging.shutdown()
+        os._exit(1)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            hard_exit(f"{sig.name} again while stopping")
+        received.append(sig)
+        log.info("%s: stopping (at most %.0fs)", sig.name, bound_s)
+        loop.call_later(bound_s, hard_exit, f"not stopped {bound_s:.0f}s after {sig.name}")
+        stop()
+
+    received: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)

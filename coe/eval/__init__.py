@@ -1,1 +1,1 @@
-"""Evaluation core: datasets, prompts, answer extraction and an offline token counter."""
+"""Evaluation: run a graph over a benchmark, write results, summary, report and plots."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coe.eval.datasets import Question
+from coe.questions.datasets import Question
 
 if TYPE_CHECKING:
     from coe.eval.report import ExpertRecord

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coe.errors import UserError
-from coe.eval.datasets import Question, load_csv, load_gpqa, load_mmlu_pro, load_validation_shots
+from coe.questions.datasets import Question, load_csv, load_gpqa, load_mmlu_pro, load_validation_shots
 
 if TYPE_CHECKING:
     from coe.eval.runner import EvalOptions

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coe.eval.datasets import Question
-from coe.eval.extract import extract_choice
+from coe.errors import ExpertError
+from coe.questions.datasets import Question
+from coe.questions.extract import extract_choice
 from coe.types import ExpertRequest
 
 if TYPE_CHECKING:
@@ -48,7 +49,11 @@ async def expert_records(
                 run.messages(question, shots),
                 metadata=question.metadata(),
             )
-            completion = await client.complete(request)
+            try:
+                completion = await client.complete(request)
+            except ExpertError:  # a recorded empty answer, say: no choice, as MMLU-Pro scores it
+                record.predictions[question.question_id] = None
+                continue
             record.predictions[question.question_id] = extract_choice(completion.content)
             record.cost += completion.usage.cost
     return records
@@ -88,6 +93,40 @@ def compare(
     return {"table": table, "full": full, "best": best}
 
 
+def _roles_table(summary: Mapping[str, Any]) -> list[str]:
+    """What each role of call cost, beside the accuracy: answer (routed or single experts),
+    propose, roles (role generation), judge, aggregate, annotate."""
+    roles: Mapping[str, Mapping[str, float]] = summary.get("roles") or {}
+    if not roles:
+        return []
+    n = max(summary["n"], 1)
+    total = summary["cost"] or 0.0
+    accuracy = f"accuracy {_fmt(summary['accuracy'])}% over {summary['n']} questions"
+    header = ["role", "calls", "per question", "prompt tokens", "completion tokens", "cost (USD)"]
+    header += ["share of cost", "latency (s)"]
+    lines = [
+        "",
+        f"Calls, tokens and cost per role ({accuracy}):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for role, v in roles.items():
+        share = f"{100 * v['cost'] / total:.1f}%" if total else "—"
+        lines.append(
+            f"| {role} | {int(v['calls'])} | {v['calls'] / n:.2f} | {int(v['prompt_tokens'])} | "
+            f"{int(v['completion_tokens'])} | {v['cost']:.6f} | {share} | {v['latency_s']:.1f} |"
+        )
+    sums = {
+        k: sum(v[k] for v in roles.values()) for k in ("calls", "prompt_tokens", "completion_tokens", "cost")
+    }
+    lines.append(
+        f"| **all** | {int(sums['calls'])} | {sums['calls'] / n:.2f} | {int(sums['prompt_tokens'])} | "
+        f"{int(sums['completion_tokens'])} | {sums['cost']:.6f} | 100% | |"
+    )
+    return lines
+
+
 def _markdown(
     summary: Mapping[str, Any], comparison: Mapping[str, Any], records: Mapping[str, ExpertRecord]
 ) -> str:
@@ -112,6 +151,7 @@ def _markdown(
         )
         delta = (summary["accuracy"] - (overall[best] or 0.0)) * 100
         lines.append(f"- graph vs best single: {delta:+.1f} points")
+    lines += _roles_table(summary)
     header = ["category", "n", "graph", *names, "oracle"]
     lines += [
         "",

@@ -55,6 +55,11 @@ class ResultWriter:
             self._handle = None
 
 
+#: what ``roles`` sums per role; and the order roles are listed in
+ROLE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost", "latency_s")
+ROLE_ORDER = {r: i for i, r in enumerate(("answer", "propose", "roles", "judge", "aggregate", "annotate"))}
+
+
 def _accuracy(correct: int, n: int) -> float:
     return round(correct / n, 6) if n else 0.0
 
@@ -66,7 +71,12 @@ def summarize(rows: Iterable[Mapping[str, Any]], **fields: Any) -> dict[str, Any
     calls: Counter[str] = Counter()
     prompt = completion = 0
     cost = 0.0
+    roles: dict[str, dict[str, float]] = {}
     for row in rows:
+        for role, usage in row.get("roles", {}).items():
+            total = roles.setdefault(role, dict.fromkeys(ROLE_FIELDS, 0))
+            for key in ROLE_FIELDS:
+                total[key] += usage[key]
         cat = per_cat[row["category"]]
         cat[0] += 1
         cat[1] += bool(row["correct"])
@@ -89,6 +99,10 @@ def summarize(rows: Iterable[Mapping[str, Any]], **fields: Any) -> dict[str, Any
         "calls_per_question": round(sum(calls.values()) / n, 4) if n else 0.0,
         "tokens": {"prompt": prompt, "completion": completion},
         "cost": round(cost, 8),
+        "roles": {
+            role: {**v, "cost": round(v["cost"], 8), "latency_s": round(v["latency_s"], 3)}
+            for role, v in sorted(roles.items(), key=lambda kv: ROLE_ORDER.get(kv[0], len(ROLE_ORDER)))
+        },
         "tokenizer": fields.get("tokenizer"),
         "model_loads": fields.get("model_loads", {}),
         "wall_s": fields.get("wall_s"),

@@ -11,17 +11,20 @@ from typing import Any, Literal
 
 from coe.config import Settings, load_experts
 from coe.errors import ExpertError, UserError
-from coe.eval.datasets import Question
-from coe.eval.extract import extract_choice
 from coe.eval.results import ResultWriter, read_results, summarize, write_json
 from coe.experts.pool import ExpertPool
 from coe.graph.catalog import resolve
 from coe.graph.compile import GraphPipeline
 from coe.graph.loader import load_graph
 from coe.pipeline import RunParams, RunResult
+from coe.questions.datasets import Question
+from coe.questions.extract import extract_choice
 from coe.types import Messages
 
-NON_ANSWER_ROLES = frozenset({"judge", "moderator"})
+#: calls whose answer is an expert's own answer to the question (not a judge's, an aggregator's...)
+ANSWER_ROLES = frozenset({"answer", "propose", None})
+#: how a dataset is named in the task SMoA's role writer is given
+TASKS = {"mmlu-pro": "MMLU-Pro", "gpqa": "GPQA (graduate-level science)", "csv": "benchmark"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,29 @@ class EvalOptions:
     batch: bool = False
 
 
-def question_row(question: Question, result: RunResult | None, error: str | None = None) -> dict[str, Any]:
-    """One line of results.jsonl."""
+def role_usage(calls: list[dict[str, Any]]) -> dict[str, dict[str, float | int]]:
+    """Calls, tokens, cost and latency per role (failed calls count as calls, with no usage)."""
+    out: dict[str, dict[str, float | int]] = {}
+    for call in calls:
+        entry = out.setdefault(
+            str(call.get("role") or "answer"),
+            {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "latency_s": 0.0},
+        )
+        entry["calls"] += 1
+        if "error" not in call:
+            for key in ("prompt_tokens", "completion_tokens", "cost", "latency_s"):
+                entry[key] += call[key]
+    return {
+        role: {**v, "cost": round(v["cost"], 10), "latency_s": round(v["latency_s"], 4)}
+        for role, v in out.items()
+    }
+
+
+def question_row(
+    question: Question, result: RunResult | None, error: str | None = None, keep: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """One line of results.jsonl; ``keep``: experts whose own answers are stored (``responses``,
+    for the aggregation test; replayed experts' are in their replay files)."""
     if result is None:
         return {
             "question_id": question.question_id,
@@ -57,12 +81,16 @@ def question_row(question: Question, result: RunResult | None, error: str | None
             "expert_predictions": {},
             "expert_costs": {},
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "latency_s": 0.0},
+            "roles": {},
             "error": error,
         }
     calls = [c for c in result.trace.calls if "error" not in c]
-    answering = [c for c in calls if c.get("role") not in NON_ANSWER_ROLES]
-    answers = {c["expert"]: extract_choice(c["answer"]) for c in answering}
-    costs = {c["expert"]: c["cost"] for c in answering}
+    first: dict[str, dict[str, Any]] = {}
+    for call in calls:  # an expert's first answer of its own (later rounds have seen others')
+        if call.get("role") in ANSWER_ROLES:
+            first.setdefault(call["expert"], call)
+    answers = {name: extract_choice(c["answer"]) for name, c in first.items()}
+    costs = {name: c["cost"] for name, c in first.items()}
     prediction = extract_choice(result.content)
     return {
         "question_id": question.question_id,
@@ -74,6 +102,8 @@ def question_row(question: Question, result: RunResult | None, error: str | None
         "expert_predictions": answers,
         "expert_costs": costs,
         "usage": result.trace.usage.as_dict(),
+        "roles": role_usage(result.trace.calls),
+        **({"responses": {n: c["answer"] for n, c in first.items() if n in keep}} if keep else {}),
     }
 
 
@@ -81,7 +111,7 @@ class EvalRun:
     """One evaluation: questions, the pool of experts (live and replayed), the compiled graph."""
 
     def __init__(self, options: EvalOptions, settings: Settings) -> None:
-        from coe.eval.tokens import TokenCounter
+        from coe.questions.tokens import TokenCounter
 
         self.options = options
         self.settings = settings
@@ -107,11 +137,19 @@ class EvalRun:
             )
         self.replayed = [n for n in needed if n in replayed]
         self.live = [n for n in needed if n not in replayed]
-        self.pool = ExpertPool([configs[n] for n in self.live], settings)
+        self.pool = ExpertPool([configs[n] for n in self.live], settings, bounded=False)
         for name in self.replayed:
             assert self.bank is not None
             self.pool.add(self.bank.expert(name, self.counter))
-        self.pipeline = GraphPipeline(self.loaded, self.pool, self.pool_names, engine=options.engine)
+        from coe.graph.cache import open_cache
+
+        self.pipeline = GraphPipeline(
+            self.loaded,
+            self.pool,
+            self.pool_names,
+            engine=options.engine,
+            cache=open_cache(settings.redis_url, settings.state_dir),
+        )
         self.callable = [n for n in needed if n in self.pipeline.experts or n in self.pool_names]
 
     def questions(self) -> tuple[list[Question], dict[str, list[Question]]]:
@@ -130,21 +168,23 @@ class EvalRun:
         return questions, shots
 
     def messages(self, question: Question, shots: dict[str, list[Question]]) -> Messages:
-        from coe.eval.prompts import build_messages
+        from coe.questions.prompts import build_messages
 
         style = self.options.prompt or ("gpqa" if self.options.dataset == "gpqa" else "cot5")
         return build_messages(question, shots.get(question.category, ()), style)  # type: ignore[arg-type]
 
+    def metadata(self, question: Question) -> dict[str, Any]:
+        """The request's metadata: what replay needs, and the task (dataset and category)."""
+        task = f"{TASKS[self.options.dataset]} multiple-choice questions about {question.category}"
+        return {**question.metadata(), "task": task}
+
     async def answer(self, question: Question, shots: dict[str, list[Question]]) -> dict[str, Any]:
-        params = RunParams(
-            max_tokens=self.options.max_tokens,
-            metadata=question.metadata(),
-        )
+        params = RunParams(max_tokens=self.options.max_tokens, metadata=self.metadata(question))
         try:
             result = await self.pipeline.run(self.messages(question, shots), params)
         except ExpertError as err:
             return question_row(question, None, str(err))
-        return question_row(question, result)
+        return question_row(question, result, keep=frozenset(self.live))
 
 
 async def _drain(
@@ -188,7 +228,7 @@ async def run_eval(options: EvalOptions, settings: Settings) -> dict[str, Any]:
     todo = [q for q in questions if q.question_id not in rows]
     batch: dict[str, Any] | None = None
     if options.batch:
-        from coe.batch.evaluate import drain_batch
+        from coe.eval.batched import drain_batch
 
         with ResultWriter(results_path) as writer:
             batch = await drain_batch(run, todo, shots, writer, rows)

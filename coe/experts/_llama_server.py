@@ -2,7 +2,11 @@
 
     python -m coe.experts._llama_server --model PATH --port N [--ctx N] [--parallel N] [--threads N]
 
-Started by ``coe.experts.launch.LlamaCppServer``; prints ``READY <url>`` once listening.
+Started by ``coe.experts.launch.LlamaCppServer``; prints ``READY <url>`` once listening. A stop
+signal that arrives while the model loads is handled once it has loaded. On a stop signal the
+process exits at once, without running the server's destructor: xllamacpp's ``~Server`` often
+waits forever for its main loop ("waiting for main loop exit"), and there is nothing to save.
+The server does not watch for coe's death itself: its lifeline does (``coe.experts.child``).
 """
 
 from __future__ import annotations
@@ -36,17 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     params.cpuparams_batch.n_threads = args.threads
     if args.alias:
         params.model_alias = {args.alias}
-    parent = os.getppid()
     stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Blocked here, so also in every thread the server starts: only the wait below takes them.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     server = xllamacpp.Server(params)
     print(f"READY {server.listening_address}", flush=True)
-    # Stop on a signal, or when the process that started us is gone (it was killed).
-    while signal.sigtimedwait(stop_signals, 1.0) is None:
-        if os.getppid() != parent:
-            break
-    del server
-    return 0
+    received = signal.sigwait(stop_signals)
+    print(f"stopped by {signal.Signals(received).name}", flush=True)
+    os._exit(0)  # see the module docstring: not ``del server``
 
 
 if __name__ == "__main__":

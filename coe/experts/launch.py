@@ -2,7 +2,8 @@
 
 A launcher owns one server process for one expert. ``start()`` returns the server's
 OpenAI-compatible base URL once its health check passes; ``stop()`` terminates it (SIGTERM, then
-SIGKILL) and waits. Servers started here also exit on their own if coe is killed.
+SIGKILL) and waits, within a bound. The server runs on a lifeline (``coe.experts.child``): it never
+outlives the process that started it, whenever and however that process ends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from coe.errors import LaunchError
+from coe.experts.child import Child
 
 
 @dataclass(slots=True)
@@ -45,7 +47,8 @@ class LoadStats:
 
 
 def die_with_parent() -> None:
-    """In a child before exec: ask Linux to SIGTERM it when its parent dies (coe was killed)."""
+    """In a child before exec: ask Linux to SIGTERM it when its parent dies. For a direct child that
+    handles SIGTERM (the tests' ``coe serve``); servers coe starts use ``Child`` instead."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
@@ -70,20 +73,24 @@ class Launcher(abc.ABC):
         self.log_dir = log_dir
         self.start_timeout_s = start_timeout_s
         self.stats = LoadStats()
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child: Child | None = None
         self._port: int | None = None
 
     @abc.abstractmethod
     def command(self, port: int) -> list[str]:
         """The argv that starts the server on ``port``."""
 
+    def environment(self) -> dict[str, str] | None:
+        """The server's environment; None inherits coe's."""
+        return None
+
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self._child is not None and self._child.running
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._child.pid if self._child else None
 
     @property
     def base_url(self) -> str:
@@ -102,16 +109,11 @@ class Launcher(abc.ABC):
         self._port = free_port(self.host)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.command(self._port),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
+            self._child = await Child.start(
+                self.command(self._port), stdout=log, stderr=log, env=self.environment()
             )
         try:
-            await self._wait_healthy()
+            await self._wait_healthy(self._child)
         except BaseException:
             await self.stop()
             raise
@@ -121,15 +123,14 @@ class Launcher(abc.ABC):
         self.stats.resident_since = now
         return self.base_url
 
-    async def _wait_healthy(self) -> None:
-        assert self._proc is not None and self._port is not None
+    async def _wait_healthy(self, child: Child) -> None:
         url = f"http://{self.host}:{self._port}{self.health_path}"
         deadline = time.monotonic() + self.start_timeout_s
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline:
-                if self._proc.returncode is not None:
+                if child.returncode is not None:
                     raise LaunchError(
-                        f"server for {self.name!r} exited with {self._proc.returncode}: {self._log_tail()}"
+                        f"server for {self.name!r} exited with {child.returncode}: {self._log_tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(url)).status_code == 200:
@@ -147,23 +148,13 @@ class Launcher(abc.ABC):
         return " | ".join(text[-lines:])
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        proc, self._proc = self._proc, None
+        """Stop the server: SIGTERM, SIGKILL after ``timeout_s``; returns within a bound."""
+        child, self._child = self._child, None
         if self.stats.resident_since is not None:
             self.stats.resident_s += time.monotonic() - self.stats.resident_since
             self.stats.resident_since = None
-        if proc is None or proc.returncode is not None:
-            return
-        signal_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout_s)
-        except TimeoutError:
-            signal_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+        if child is not None:
+            await child.stop(timeout_s)
 
 
 class LlamaCppServer(Launcher):

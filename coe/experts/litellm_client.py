@@ -1,8 +1,9 @@
-"""The one client path to live experts: litellm's ``acompletion`` / ``atext_completion``.
+"""Experts reached through litellm's adapters (``backend: litellm``): cloud and other providers
+that do not speak OpenAI's protocol themselves. OpenAI-compatible servers (llama.cpp, vLLM,
+``backend: openai``) go through ``coe.experts.openai_http`` instead: no adapter hop.
 
-Works with any OpenAI-compatible server (vLLM, llama.cpp) and any litellm provider. Chat experts
-get messages (with the expert's own system prompt in front); completion experts (base models
-without a chat template) get the conversation rendered into their ``prompt_template``.
+Streams with ``acompletion(stream=True)`` / ``atext_completion(stream=True)``; litellm is imported
+on first use, with its cost map read locally.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from coe.config import ExpertConfig
-from coe.errors import ExpertError
+from coe.errors import ExpertError, ExpertRejected
 from coe.experts.base import ExpertClient
-from coe.types import Completion, ExpertRequest, Message, Messages, Usage
+from coe.experts.openai_http import api_key
+from coe.experts.prompting import priced, request_fields
+from coe.types import Chunk, ExpertRequest
 
 _configured = False
 
@@ -44,25 +48,6 @@ async def close_litellm_clients() -> None:
     sys.modules["litellm"].in_memory_llm_clients_cache.flush_cache()
 
 
-def with_system_prompt(messages: Messages, system_prompt: str | None) -> list[Message]:
-    """Put the expert's system prompt in front of the request's own (if any)."""
-    out = list(messages)
-    if not system_prompt:
-        return out
-    if out and out[0]["role"] == "system":
-        return [{"role": "system", "content": f"{system_prompt}\n\n{out[0]['content']}"}, *out[1:]]
-    return [{"role": "system", "content": system_prompt}, *out]
-
-
-def render_prompt(messages: Messages, template: str) -> str:
-    """Render a conversation for a base model: turns joined by blank lines, then the template."""
-    parts = []
-    for message in messages:
-        text = message["content"]
-        parts.append(f"Answer: {text}" if message["role"] == "assistant" else text)
-    return template.replace("{prompt}", "\n\n".join(parts))
-
-
 class LiteLLMExpert(ExpertClient):
     """One expert reached through litellm; raises ``ExpertError`` on any failure."""
 
@@ -71,91 +56,50 @@ class LiteLLMExpert(ExpertClient):
         self.config = config
         self.base_url = base_url
         self.default_max_tokens = default_max_tokens
-        self._client: Any = None
 
-    def _openai_client(self) -> Any:
-        """Our own HTTP client for OpenAI-compatible servers: pooled per expert, closed in ``aclose``."""
-        if self.config.backend == "litellm" or not self.base_url:
-            return None
-        if self._client is None:
-            import httpx
-            import openai
-
-            limits = httpx.Limits(max_connections=self.config.max_concurrency * 2)
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self._api_key(),
-                max_retries=0,
-                http_client=httpx.AsyncClient(limits=limits, timeout=self.config.timeout_s),
-            )
-        return self._client
-
-    def _api_key(self) -> str:
-        return os.environ.get(f"COE_KEY_{self.name.upper().replace('-', '_')}", "none")
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-
-    def _model(self) -> str:
-        if self.config.backend == "litellm":
-            return self.config.model
-        prefix = "openai" if self.config.api == "chat" else "text-completion-openai"
-        return f"{prefix}/{self.config.name}"
-
-    def _kwargs(self, request: ExpertRequest) -> dict[str, Any]:
+    def kwargs(self, request: ExpertRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
-            "model": self._model(),
-            "max_tokens": request.max_tokens or self.config.max_tokens or self.default_max_tokens,
+            "model": self.config.model,
+            **request_fields(self.config, request, self.default_max_tokens),
             "num_retries": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "timeout": self.config.timeout_s,
         }
-        temperature = request.temperature if request.temperature is not None else self.config.temperature
-        if temperature is not None:
-            kwargs["temperature"] = temperature
-        stop = [*self.config.stop, *request.stop]
-        if stop:
-            kwargs["stop"] = stop
         if self.base_url:
             kwargs["api_base"] = self.base_url
-            kwargs["api_key"] = self._api_key()
+            kwargs["api_key"] = api_key(self.name)
         if request.json_schema is not None:
             schema = {"name": "answer", "schema": dict(request.json_schema)}
-            if self.config.api == "chat":
-                kwargs["response_format"] = {"type": "json_schema", "json_schema": schema}
-            else:  # llama.cpp and vLLM accept a schema for plain completions in the body
-                kwargs["extra_body"] = {"json_schema": dict(request.json_schema)}
-        client = self._openai_client()
-        if client is not None:
-            kwargs["client"] = client
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": schema}
         return kwargs
 
-    async def complete(self, request: ExpertRequest) -> Completion:
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
         litellm = load_litellm()
-        messages = with_system_prompt(request.messages, self.config.system_prompt)
+        kwargs = self.kwargs(request)
+        call = litellm.acompletion if "messages" in kwargs else litellm.atext_completion
         started = time.monotonic()
+        text_seen, finish, usage, pieces = False, None, None, 0
         try:
-            if self.config.api == "chat":
-                response = await litellm.acompletion(messages=messages, **self._kwargs(request))
-                choice = response.choices[0]
-                content = choice.message.content
-            else:
-                prompt = render_prompt(messages, self.config.prompt_template)
-                response = await litellm.atext_completion(prompt=prompt, **self._kwargs(request))
-                choice = response.choices[0]
-                content = choice.text
+            response = await call(**kwargs)
+            async for event in response:
+                usage = getattr(event, "usage", None) or usage
+                for choice in event.choices or ():
+                    finish = choice.finish_reason or finish
+                    delta = getattr(choice, "delta", None)
+                    text = (delta.content if delta is not None else getattr(choice, "text", "")) or ""
+                    text = text if text_seen else text.lstrip()
+                    if text:
+                        text_seen, pieces = True, pieces + 1
+                        yield Chunk(text)
         except Exception as err:  # litellm raises many types; all become one upstream error
+            status = getattr(err, "status_code", None)
+            if isinstance(status, int) and 400 <= status < 500:
+                raise ExpertRejected(self.name, f"{type(err).__name__}: {err}", status) from err
             raise ExpertError(self.name, f"{type(err).__name__}: {err}") from err
-        latency = time.monotonic() - started
-        if not content or not content.strip():
+        if not text_seen:
             raise ExpertError(self.name, "returned an empty answer")
-        usage = response.usage
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        price = self.config.price
-        cost = (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1e6
-        return Completion(
-            content=content.strip(),
-            usage=Usage(prompt_tokens, completion_tokens, cost, latency),
-            finish_reason=str(choice.finish_reason or "stop"),
-        )
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or pieces)
+        usage_ = priced(self.config, prompt_tokens, completion_tokens, time.monotonic() - started)
+        yield Chunk(usage=usage_, finish_reason=str(finish or "stop"))

@@ -1,20 +1,30 @@
-"""ExpertPool: builds a wrapped client per expert and owns the servers it launched."""
+"""ExpertPool: builds a wrapped client per expert and owns the servers it launched.
+
+Servers it launched are watched: one that dies is relaunched (with backoff, counted in the
+expert's ``restarts``), and meanwhile calls to it fail at once with ``ExpertUnavailable``. An
+expert stopped on purpose (``stop_one``: a batch worker releasing it, say) is not down."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
 from coe.config import ExpertConfig, Settings
-from coe.errors import UserError
+from coe.errors import LaunchError, UserError
 from coe.experts.base import ExpertClient
 from coe.experts.launch import Launcher
 from coe.experts.litellm_client import LiteLLMExpert, close_litellm_clients, load_litellm
 from coe.experts.models import resolve_model
+from coe.experts.openai_http import OpenAIHTTPExpert
 from coe.experts.wrappers import Meter, MeteredExpert, wrap
+from coe.metrics import CountRetries
+
+log = logging.getLogger("coe.experts")
 
 #: backend -> (module, class) of its launcher, imported on first use.
 LAUNCHERS: dict[str, tuple[str, str]] = {
@@ -27,7 +37,8 @@ def make_launcher(config: ExpertConfig, settings: Settings) -> Launcher:
     module, cls_name = LAUNCHERS[config.backend]
     cls = getattr(importlib.import_module(module), cls_name)
     model = resolve_model(config.model, settings.model_cache)
-    options: dict[str, Any] = {"extra_args": config.server_args} if config.server_args else {}
+    extra = (*config.server_args, *(("--enable-sleep-mode",) if config.sleep_mode else ()))
+    options: dict[str, Any] = {"extra_args": extra} if extra else {}
     if config.start_timeout_s is not None:
         options["start_timeout_s"] = config.start_timeout_s
     launcher: Launcher = cls(
@@ -44,20 +55,42 @@ def make_launcher(config: ExpertConfig, settings: Settings) -> Launcher:
 class ExpertPool:
     """Every configured expert as a ready client; servers for launched experts start in ``start``."""
 
-    def __init__(self, configs: Iterable[ExpertConfig], settings: Settings) -> None:
+    def __init__(self, configs: Iterable[ExpertConfig], settings: Settings, *, bounded: bool = True) -> None:
+        """``bounded``: calls beyond an expert's ``max_queue`` fail at once (429: the API's
+        back-pressure); bulk callers (eval, batch workers, training) pass False and wait their turn."""
         self.settings = settings
+        self.bounded = bounded
         self.configs = {c.name: c for c in configs}
         self.launchers: dict[str, Launcher] = {}
         self._clients: dict[str, MeteredExpert] = {}
         self.meters: dict[str, Meter] = {}
+        self.restarts: dict[str, int] = {}
+        self.retries: dict[str, int] = {}  # attempts beyond the first (coe.metrics)
+        self._wanted: set[str] = set()  # launched experts that should be running
+        self._watcher: asyncio.Task[None] | None = None
+        self._relaunching: dict[str, asyncio.Task[None]] = {}
+        #: clients that answer for an expert in front of its server (``coe.batch.multiplex``: calls
+        #: wait on the expert's stream until its model is loaded); ``server_client`` bypasses them
+        self.front: dict[str, ExpertClient] = {}
+        #: more per-expert entries for ``stats`` (the multiplexer's queue and waits)
+        self.extra_stats: Callable[[str], dict[str, Any]] | None = None
         for config in self.configs.values():
             if not config.launched:
                 self._clients[config.name] = self._wrap(config, config.endpoint)
 
     def _wrap(self, config: ExpertConfig, base_url: str | None) -> MeteredExpert:
-        client = LiteLLMExpert(config, base_url, self.settings.default_max_tokens)
+        client: ExpertClient
+        if config.backend == "litellm" or base_url is None:
+            client = LiteLLMExpert(config, base_url, self.settings.default_max_tokens)
+        else:
+            client = OpenAIHTTPExpert(config, base_url, self.settings.default_max_tokens)
         wrapped = wrap(
-            client, timeout_s=config.timeout_s, retries=config.retries, max_concurrency=config.max_concurrency
+            CountRetries(client, self.retries),
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+            max_concurrency=config.max_concurrency,
+            max_waiting=config.queue_limit if self.bounded else None,
+            is_up=(lambda: self.state(config.name) == "ready") if config.launched else None,
         )
         wrapped.meter = self.meters.setdefault(config.name, Meter())
         return wrapped
@@ -76,6 +109,11 @@ class ExpertPool:
         return name in self.configs or name in self._clients
 
     def client(self, name: str) -> ExpertClient:
+        front = self.front.get(name)
+        return front if front is not None else self.server_client(name)
+
+    def server_client(self, name: str) -> ExpertClient:
+        """The client that calls the expert's server itself (never a ``front`` one)."""
         try:
             return self._clients[name]
         except KeyError:
@@ -85,16 +123,21 @@ class ExpertPool:
 
     async def start(self, names: Iterable[str] | None = None) -> None:
         """Launch the servers of the named experts (default: all launched experts), in parallel."""
-        wanted = [n for n in (names or self.configs) if n in self.configs and self.configs[n].launched]
-        # litellm takes seconds to import: pay that while the servers load, not on the first request.
-        # Every start settles before an error is raised: the caller's clean-up must not race a
-        # server still starting or litellm still importing in its thread.
-        results = await asyncio.gather(
-            asyncio.to_thread(load_litellm), *(self.start_one(n) for n in wanted), return_exceptions=True
-        )
+        chosen = self.configs if names is None else names
+        wanted = [n for n in chosen if n in self.configs and self.configs[n].launched]
+        # litellm takes seconds to import: pay that while the servers load, not on the first request
+        # (only where an expert uses it). Every start settles before an error is raised: the
+        # caller's clean-up must not race a server still starting or litellm still importing.
+        imports = [asyncio.to_thread(load_litellm)] if self._uses_litellm() else []
+        results = await asyncio.gather(*imports, *(self.start_one(n) for n in wanted), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        if self._watcher is None and self.launchers:
+            self._watcher = asyncio.create_task(self._watch(), name="coe-expert-watch")
+
+    def _uses_litellm(self) -> bool:
+        return any(c.backend == "litellm" for c in self.configs.values())
 
     async def start_one(self, name: str) -> None:
         config = self.configs[name]
@@ -102,9 +145,43 @@ class ExpertPool:
         if launcher is None:
             launcher = self.launchers[name] = await asyncio.to_thread(make_launcher, config, self.settings)
         base_url = await launcher.start()
-        self._clients[name] = self._wrap(config, base_url)
+        old, self._clients[name] = self._clients.get(name), self._wrap(config, base_url)
+        self._wanted.add(name)
+        if old is not None:
+            await old.aclose()
+
+    async def _watch(self, interval_s: float = 0.25) -> None:
+        """Relaunch any wanted server that is no longer running."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for name in list(self._wanted):
+                launcher = self.launchers[name]
+                if not launcher.running and name not in self._relaunching:
+                    log.warning("expert %s: its server (pid %s) died; relaunching", name, launcher.pid)
+                    task = asyncio.create_task(self._relaunch(name), name=f"coe-relaunch-{name}")
+                    self._relaunching[name] = task
+                    task.add_done_callback(self._relaunched)
+
+    def _relaunched(self, task: asyncio.Task[None]) -> None:
+        self._relaunching = {n: t for n, t in self._relaunching.items() if t is not task}
+
+    async def _relaunch(self, name: str) -> None:
+        delay = 1.0
+        while name in self._wanted:
+            try:
+                await self.launchers[name].stop()  # reap what is left of it
+                await self.start_one(name)
+            except LaunchError as err:
+                log.error("expert %s: relaunch failed (%s); next try in %.0fs", name, err, delay)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            log.info("expert %s: relaunched at %s", name, self.launchers[name].base_url)
+            return
 
     async def stop_one(self, name: str) -> None:
+        self._wanted.discard(name)
         launcher = self.launchers.get(name)
         if launcher is not None:
             await launcher.stop()
@@ -114,19 +191,45 @@ class ExpertPool:
                 await client.aclose()
 
     async def stop(self) -> None:
+        self._wanted.clear()
+        for task in [self._watcher, *self._relaunching.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watcher = None
         await asyncio.gather(*(launcher.stop() for launcher in self.launchers.values()))
         for client in self._clients.values():
             await client.aclose()
         await close_litellm_clients()
 
+    def state(self, name: str) -> str:
+        """``ready`` (launched and serving, or reached at its endpoint), ``down`` (its server died
+        and is being relaunched), or ``stopped`` (not started, or stopped on purpose)."""
+        launcher = self.launchers.get(name)
+        if launcher is not None and name in self._wanted:
+            return "ready" if launcher.running and name not in self._relaunching else "down"
+        return "ready" if name in self._clients and launcher is None else "stopped"
+
+    @property
+    def down(self) -> list[str]:
+        return [name for name in self.names if self.state(name) == "down"]
+
     def stats(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for name in self.names:
-            entry: dict[str, Any] = {}
+            entry: dict[str, Any] = {
+                "state": self.state(name),
+                "pid": None,
+                "restarts": self.restarts.get(name, 0),
+            }
             if name in self.launchers:
+                entry["pid"] = self.launchers[name].pid
                 entry.update(self.launchers[name].stats.as_dict())
             if name in self.meters:
                 entry.update(self.meters[name].as_dict())
+            if self.extra_stats is not None:
+                entry.update(self.extra_stats(name))
             out[name] = entry
         return out
 

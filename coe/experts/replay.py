@@ -18,19 +18,19 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from coe.errors import ConfigError, UnknownQuestion, UserError
-from coe.eval.datasets import Question
-from coe.eval.extract import LETTERS
-from coe.eval.prompts import split_prompt
-from coe.eval.tokens import TokenCounter
-from coe.experts.base import ExpertClient
-from coe.types import Completion, ExpertRequest, Messages, Usage
+from coe.experts.base import Emit, ExpertClient
+from coe.questions.datasets import Question
+from coe.questions.extract import LETTERS
+from coe.questions.prompts import split_prompt
+from coe.questions.tokens import TokenCounter
+from coe.types import Chunk, Completion, ExpertRequest, Messages, Usage
 
 __all__ = ["ModelInfo", "ReplayBank", "ReplayExpert", "normalise_text"]
 
@@ -173,7 +173,18 @@ class ReplayExpert(ExpertClient):
         self.name = name
         self.token_counter = token_counter
 
-    async def complete(self, request: ExpertRequest) -> Completion:
+    async def stream(self, request: ExpertRequest) -> AsyncGenerator[Chunk, None]:
+        """The recorded response as one chunk (it was generated long ago)."""
+        yield self.answer(request)
+
+    async def complete(self, request: ExpertRequest, emit: Emit | None = None) -> Completion:
+        chunk = self.answer(request)  # no stream to join: bulk evaluation calls this millions of times
+        if emit is not None:
+            emit(chunk.text)
+        assert chunk.usage is not None
+        return Completion(chunk.text, chunk.usage)
+
+    def answer(self, request: ExpertRequest) -> Chunk:
         started = time.perf_counter()
         response = self.bank.response(self.name, self._question_id(request))
         prompt_tokens = _count_messages(self.token_counter, request.messages)
@@ -181,7 +192,7 @@ class ReplayExpert(ExpertClient):
         prompt_price, completion_price = self.bank.price(self.name)
         cost = prompt_tokens * prompt_price / 1e6 + completion_tokens * completion_price / 1e6
         usage = Usage(prompt_tokens, completion_tokens, cost, time.perf_counter() - started)
-        return Completion(content=response, usage=usage)
+        return Chunk(response, usage, "stop")
 
     def _question_id(self, request: ExpertRequest) -> int:
         metadata = request.metadata

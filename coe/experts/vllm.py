@@ -12,6 +12,7 @@ GGUF (say a packaged one) into a model directory offline, with transformers, ggu
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 import tempfile
@@ -33,6 +34,9 @@ class VLLMServer(Launcher):
     ``kv_cache_bytes`` sizes the KV cache explicitly; leave it None on GPUs (vLLM takes a share of
     the device's memory) but set it on CPU, where vLLM would otherwise reserve 90% of the RAM.
     ``enforce_eager`` skips torch.compile: minutes faster to start on CPU.
+
+    vLLM's engine processes stay in the server's process group, so ``stop()`` and the server's
+    lifeline (``coe.experts.child``) reach them too.
     """
 
     health_path = "/health"
@@ -82,6 +86,12 @@ class VLLMServer(Launcher):
         if self.enforce_eager:
             argv.append("--enforce-eager")
         return argv + self.extra_args
+
+    def environment(self) -> dict[str, str] | None:
+        if "--enable-sleep-mode" not in self.extra_args:
+            return None
+        # vLLM serves POST /sleep and /wake_up only as development endpoints.
+        return {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
 
 
 def hf_from_gguf(gguf: Path, out_dir: Path, dtype: str = "bfloat16") -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from coe.errors import ConfigError, GraphNotFound
 from coe.graph.compile import GraphPipeline
 from coe.graph.loader import LoadedGraph, load_graph
+from coe.graph.nodes import NODE_KINDS
 from coe.graph.nodes.base import ExpertLookup
 
 log = logging.getLogger("coe.graph")
@@ -42,15 +43,43 @@ def resolve(graph: str, graphs_dir: Path) -> Path:
     raise GraphNotFound(f"no graph {graph!r} (looked for {path})")
 
 
+def unservable(graph: LoadedGraph, available: Collection[str], pool: Sequence[str]) -> str | None:
+    """Why ``graph`` cannot be served over these experts, or None if it can.
+
+    Either it names experts that are not configured, or a node's check fails over the experts the
+    graph would use (its own list, else ``pool``): a trained router whose artifact knows none of
+    the pool's experts, say. Loading ran the same checks with no pool (a ``pool`` graph), so any
+    problem here comes from the pool.
+    """
+    missing = sorted({name for _, name in graph.missing_experts(available)})
+    if missing:
+        return f"experts not configured: {', '.join(missing)}"
+    experts = graph.spec.experts if isinstance(graph.spec.experts, list) else list(pool)
+    for name, node in graph.spec.nodes.items():  # in-process models (mot): a missing checkpoint
+        unavailable = getattr(NODE_KINDS.get(node.kind), "unavailable", None)
+        if unavailable is not None and (reason := unavailable(graph.params[name], graph.path.parent)):
+            return f"nodes.{name}: {reason}"
+    problems = [
+        f"nodes.{name}.{'.'.join(str(part) for part in loc)}: {message}"
+        for name, node in graph.spec.nodes.items()
+        for loc, message in NODE_KINDS.get(node.kind).check(graph.params[name], experts, graph.path.parent)
+    ]
+    return "; ".join(problems) or None
+
+
 def compile_available(
-    graphs: Sequence[LoadedGraph], lookup: ExpertLookup, available: Collection[str], pool: Sequence[str]
+    graphs: Sequence[LoadedGraph],
+    lookup: ExpertLookup,
+    available: Collection[str],
+    pool: Sequence[str],
+    engine: str = "direct",
 ) -> dict[str, GraphPipeline]:
-    """Compile the graphs whose experts are all available; log each skipped graph and why."""
+    """Compile the graphs that can be served over these experts; log each skipped graph and why."""
     out: dict[str, GraphPipeline] = {}
     for graph in graphs:
-        missing = sorted({name for _, name in graph.missing_experts(available)})
-        if missing:
-            log.info("skipping graph %s: experts not configured: %s", graph.name, ", ".join(missing))
+        reason = unservable(graph, available, pool)
+        if reason is not None:
+            log.info("skipping graph %s: %s", graph.name, reason)
             continue
-        out[graph.name] = GraphPipeline(graph, lookup, pool)
+        out[graph.name] = GraphPipeline(graph, lookup, pool, engine=engine)
     return out

@@ -27,4 +27,14 @@ def never(state: GraphState, threshold: float | None) -> bool:
     return False
 
 
-CONDITIONS: dict[str, Condition] = {"agree": agree, "confident": confident, "never": never}
+def judge_stop(state: GraphState, threshold: float | None) -> bool:
+    """The loop's judge (a ``select`` node with ``decide_stop``) said the loop may end."""
+    return bool(state.get("judged_stop"))
+
+
+CONDITIONS: dict[str, Condition] = {
+    "agree": agree,
+    "confident": confident,
+    "never": never,
+    "judge-stop": judge_stop,
+}

@@ -32,7 +32,7 @@ class NodeSpec(BaseModel):
     """``kind`` names a node kind; every other key is a parameter of that kind."""
 
     model_config = ConfigDict(extra="allow")
-    kind: str = Field(description="route | experts | select | stop | aggregate | answer")
+    kind: str = Field(description="route | experts | propose | select | stop | aggregate | answer")
 
     @property
     def params(self) -> dict[str, Any]:

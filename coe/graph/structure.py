@@ -1,4 +1,5 @@
-"""Checks on a graph's shape: every node reachable, no dead ends, every loop bounded by a stop node."""
+"""Checks on a graph's shape: every node reachable, no dead ends, every loop bounded by exactly one
+stop node (which names the loop: its round counter and the answers it carries are its own)."""
 
 from __future__ import annotations
 
@@ -63,11 +64,53 @@ def _outgoing_problems(spec: GraphSpec, succ: dict[str, list[str]]) -> list[Prob
             problems.append(
                 (
                     loc,
-                    f"node {name!r} has more than one outgoing edge: "
-                    "fan out inside an experts node, or branch with conditional_edges",
+                    f"node {name!r} has more than one outgoing edge: parallel branches come from a "
+                    "propose node (one branch per proposer); to choose a way, use conditional_edges",
                 )
             )
     return problems
+
+
+def loops(spec: GraphSpec) -> dict[str, str]:
+    """Node name -> the stop node of the loop it is part of (nodes outside loops are absent)."""
+    out: dict[str, str] = {}
+    for component in _cycles(successors(spec)):
+        stops = [n for n in component if spec.nodes[n].kind == "stop"]
+        if len(stops) == 1:
+            out.update(dict.fromkeys(component, stops[0]))
+    return out
+
+
+def _loop_problems(spec: GraphSpec, component: list[str]) -> list[Problem]:
+    loop = " -> ".join([*component, component[0]])
+    stops = [n for n in component if spec.nodes[n].kind == "stop"]
+    if not stops:
+        return [
+            (
+                ("nodes", component[0]),
+                f"loop {loop} has no bound: route it through a stop node with max_rounds",
+            )
+        ]
+    if len(stops) > 1:
+        return [
+            (
+                ("nodes", stops[1]),
+                f"loop {loop} has {len(stops)} stop nodes ({', '.join(stops)}): a loop has one stop "
+                "node, which counts its rounds (give each loop its own nodes)",
+            )
+        ]
+    stop = spec.nodes[stops[0]]
+    judged = any(
+        spec.nodes[n].kind == "select" and spec.nodes[n].params.get("decide_stop") is True for n in component
+    )
+    if stop.params.get("condition") == "judge-stop" and not judged:
+        return [
+            (
+                ("nodes", stops[0], "condition"),
+                "condition judge-stop needs a select node with decide_stop: true in the same loop",
+            )
+        ]
+    return []
 
 
 def problems(spec: GraphSpec) -> list[Problem]:
@@ -80,12 +123,5 @@ def problems(spec: GraphSpec) -> list[Problem]:
         if n not in reachable
     ]
     for component in _cycles(succ):
-        if not any(spec.nodes[n].kind == "stop" for n in component):
-            loop = " -> ".join([*component, component[0]])
-            found.append(
-                (
-                    ("nodes", component[0]),
-                    f"loop {loop} has no bound: route it through a stop node with max_rounds",
-                )
-            )
+        found += _loop_problems(spec, component)
     return found

@@ -19,9 +19,9 @@ import numpy as np
 import yaml
 
 from coe.config import Settings
-from coe.eval.datasets import Question
 from coe.eval.runner import EvalOptions, run_eval
 from coe.graph.loader import LoadedGraph
+from coe.questions.datasets import Question
 from coe.routing.data import route_node
 from coe.routing.profiles import Profile
 from coe.routing.train import TrainData, train
@@ -52,9 +52,21 @@ def _question_row(q: Question) -> dict[str, Any]:
 
 
 def _fold_graph(loaded: LoadedGraph, node: str, artifact: Path | None, folder: Path) -> Path:
+    """The graph, copied into ``folder``: every node reading the route's artifact (a cascade's or
+    an aggregator's ``artifact`` too) reads the fold's instead; other artifacts keep their file."""
+    from routers.artifacts import resolve
+
     data = yaml.safe_load(loaded.path.read_text(encoding="utf-8"))
-    if node and artifact is not None:
-        data["nodes"][node].setdefault("params", {})["artifact"] = str(artifact)
+    base = loaded.path.parent
+    route_params = data["nodes"][node].get("params") or {} if node else {}
+    original = resolve(str(route_params["artifact"]), base) if "artifact" in route_params else None
+    fold = artifact.resolve() if artifact is not None else None
+    for spec in data["nodes"].values():
+        for holder in (spec, spec.get("params") or {}):
+            value = holder.get("artifact")
+            if isinstance(value, str):
+                path = resolve(value, base)
+                holder["artifact"] = str(fold if fold is not None and path == original else path)
     path = folder / f"{loaded.path.stem}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from coe.errors import UserError
-from coe.eval.datasets import Question, load_mmlu_pro
-from coe.eval.prompts import build_messages
 from coe.graph.loader import LoadedGraph
+from coe.questions.datasets import Question, load_mmlu_pro
+from coe.questions.prompts import build_messages
 from coe.routing.profiles import Profile
 from coe.routing.train import TrainData
 from routers.embedding import Embedder, cache_dir, query_text
+from routers.static_embedding import StaticEmbedder
 
 __all__ = ["RouteNodeInfo", "load_questions", "read_graph", "route_node", "routing_text", "train_data"]
 
@@ -34,13 +35,18 @@ def train_data(
     max_tokens: int = 256,
     *,
     progress: bool = False,
+    embedder_name: str = "minilm",
 ) -> TrainData:
     """Embed the profile's questions (cached under ``$COE_EMBED_CACHE`` or ~/.cache/coe/embeddings)."""
     missing = [q for q in profile.question_ids if q not in questions]
     if missing:
         raise UserError(f"{len(missing)} profile questions are not in the data (first: {missing[0]})")
     texts = [routing_text(questions[q]) for q in profile.question_ids]
-    embedder = Embedder(max_tokens=max_tokens, cache=cache_dir())
+    embedder = (
+        StaticEmbedder(max_tokens=max_tokens)
+        if embedder_name == "static"
+        else Embedder(max_tokens, cache=cache_dir())
+    )
     if progress:
         from tqdm import tqdm
 

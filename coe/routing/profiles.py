@@ -23,10 +23,26 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from coe.errors import ConfigError, UserError
-from coe.eval.datasets import Question
-from coe.eval.extract import extract_choice
+from coe.questions.datasets import Question
+from coe.questions.extract import extract_choice
 
-__all__ = ["Profile", "build_from_replay", "build_from_results", "read_profile"]
+__all__ = ["ANSWER_CODE", "Profile", "answer_code", "build_from_replay", "build_from_results", "read_profile"]
+
+#: how ``Profile.answers`` describes one answer, 5 characters: the letter MMLU-Pro's extraction
+#: finds (``-`` for none), its form (0 none, 1 fallback, 2 "Answer: X", 3 "the answer is (X)"),
+#: whether it quotes the option's text (0/1), whether the letter is an option (0/1), and its
+#: length in hundreds of characters (base 36, capped at ``z`` = 3,500 and more)
+ANSWER_CODE = "letter, form, quotes, valid, length/100 (base 36)"
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def answer_code(response: str, options: Sequence[str]) -> str:
+    """The 5-character description of one answer (see ``ANSWER_CODE``)."""
+    from coe.aggregators.reliability import answer_features
+
+    f = answer_features(response, options)
+    size = _BASE36[min(35, f.length // 100)]
+    return f"{f.letter or '-'}{f.form}{int(f.quotes)}{int(f.valid)}{size}"
 
 
 class Profile(BaseModel):
@@ -45,6 +61,10 @@ class Profile(BaseModel):
     skills: list[str] = Field(description="fine-grained subject per question (MMLU-Pro `src`); '' if unknown")
     correct: dict[str, str]
     cost_per_query: dict[str, float] = Field(description="mean USD per question")
+    answers: dict[str, str] = Field(
+        default_factory=dict,
+        description="per expert, 5 characters per question describing its answer (see ANSWER_CODE)",
+    )
     summary: dict[str, Any] = Field(default_factory=dict, description="for readers; recomputed on load")
 
     def matrix(self, experts: Sequence[str] | None = None) -> NDArray[np.bool_]:
@@ -68,6 +88,7 @@ class Profile(BaseModel):
                 "categories": [self.categories[i] for i in rows],
                 "skills": [self.skills[i] for i in rows],
                 "correct": {n: "".join(s[i] for i in rows) for n, s in self.correct.items()},
+                "answers": {n: "".join(s[5 * i : 5 * i + 5] for i in rows) for n, s in self.answers.items()},
                 "summary": {},
             }
         )
@@ -140,9 +161,9 @@ def build_from_replay(
     prompt: str = "cot5",
 ) -> Profile:
     """Score each expert's recorded responses on the questions every one of them answered."""
-    from coe.eval.prompts import build_messages, split_prompt
-    from coe.eval.tokens import TokenCounter
     from coe.experts.replay import ReplayBank
+    from coe.questions.prompts import build_messages, split_prompt
+    from coe.questions.tokens import TokenCounter
 
     bank = ReplayBank.load(replay_dir)
     have = set.intersection(*(set(bank.question_ids(e)) for e in experts)) if experts else set()
@@ -157,16 +178,20 @@ def build_from_replay(
         for q in kept
     ]
     correct: dict[str, str] = {}
+    answers: dict[str, str] = {}
     cost: dict[str, float] = {}
     for name in experts:
         p_price, c_price = bank.price(name)
         total = 0.0
         bits = []
+        codes = []
         for q, tokens in zip(kept, prompt_tokens, strict=True):
             response = bank.response(name, q.question_id)
             bits.append("1" if extract_choice(response) == q.answer else "0")
+            codes.append(answer_code(response, q.options))
             total += (tokens * p_price + counter.count(response) * c_price) / 1e6
         correct[name] = "".join(bits)
+        answers[name] = "".join(codes)
         cost[name] = total / len(kept)
     return Profile(
         dataset=dataset,
@@ -177,6 +202,7 @@ def build_from_replay(
         skills=[q.src for q in kept],
         correct=correct,
         cost_per_query=cost,
+        answers=answers,
     )
 
 

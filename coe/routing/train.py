@@ -8,8 +8,9 @@ One trainer per artifact kind (the ``kind`` of the router a graph names):
   with its chances on the training questions for threshold calibration
   (``bench-coe-query``, ``cost-threshold``);
 - ``skills``: Symbolic-MoE's per-skill +1/−1 scores, with skills taken from the training labels
-  (MMLU-Pro's ``src`` subjects, as readable keywords), each skill's mean question embedding and
-  the embedding of its name (``symbolic-moe``).
+  (MMLU-Pro's ``src`` subjects, as readable keywords) or, as in the paper, from an LLM's keywords
+  per question (``TrainData.keywords``, several per question), each skill's mean question
+  embedding and the embedding of its name (``symbolic-moe``).
 
 Labels (category, src) are read here, at training time only.
 """
@@ -17,7 +18,7 @@ Labels (category, src) are read here, at training time only.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from numpy.typing import NDArray
 
 from coe.errors import UserError
 from coe.routing.profiles import Profile
-from routers.embedding import MODEL_NAME, Embedder
+from routers.embedding import Embedder
 
 __all__ = ["TRAINERS", "TrainData", "skill_name", "train"]
 
@@ -43,12 +44,21 @@ class TrainData:
     vectors: NDArray[np.float32]
     embedder: Embedder
     experts: Sequence[str]
+    #: skills per question from an LLM annotator (``--skills llm``); None: the ``src`` labels
+    keywords: Mapping[int, Sequence[str]] | None = None
 
     def subset(self, question_ids: Sequence[int]) -> TrainData:
         where = self.profile.index()
         rows = [where[q] for q in question_ids if q in where]
         kept = [self.profile.question_ids[i] for i in rows]
-        return TrainData(self.profile.subset(kept), self.vectors[rows], self.embedder, self.experts)
+        profile = self.profile.subset(kept)
+        return TrainData(profile, self.vectors[rows], self.embedder, self.experts, self.keywords)
+
+    def skill_labels(self) -> list[list[str]]:
+        """The skills of each profile question, in profile order."""
+        if self.keywords is not None:
+            return [sorted(set(self.keywords.get(q, ()))) for q in self.profile.question_ids]
+        return [[name] if (name := skill_name(s)) else [] for s in self.profile.skills]
 
 
 Trainer = Callable[[TrainData], tuple[dict[str, Any], dict[str, NDArray[Any]]]]
@@ -59,7 +69,7 @@ def _base_meta(data: TrainData, kind: str) -> dict[str, Any]:
     return {
         "kind": kind,
         "experts": list(data.experts),
-        "embedding": {"model": MODEL_NAME, "max_tokens": data.embedder.max_tokens},
+        "embedding": {"model": data.embedder.model_name, "max_tokens": data.embedder.max_tokens},
         "trained_on": {
             "dataset": profile.dataset,
             "questions": len(profile.question_ids),
@@ -121,26 +131,38 @@ def skill_name(src: str) -> str:
 
 
 def train_skills(data: TrainData) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
-    names = [skill_name(s) for s in data.profile.skills]
-    skills = sorted({n for n in names if n})
+    labels = data.skill_labels()
+    skills = sorted({s for names in labels for s in names})
     if not skills:
-        raise UserError("the profile has no skill labels (build it with --data-path to read MMLU-Pro's src)")
+        raise UserError(
+            "the profile has no skill labels (build it with --data-path to read MMLU-Pro's src, "
+            "or the annotator kept no keyword)"
+        )
     y = data.profile.matrix(data.experts)
     signed = 2 * y.astype(np.int32) - 1
-    label = np.array(names)
-    scores = np.stack([signed[label == s].sum(axis=0) for s in skills]).astype(np.float32)
-    protos = np.stack([data.vectors[label == s].mean(axis=0) for s in skills])
+    member = np.array([[s in names for s in skills] for names in labels], dtype=bool)  # questions × skills
+    scores = (member.T.astype(np.int32) @ signed).astype(np.float32)
+    counts_arr = member.sum(axis=0)
+    protos = (member.T.astype(np.float32) @ data.vectors) / counts_arr[:, None]
     protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-    counts = {s: int((label == s).sum()) for s in skills}
+    counts = {s: int(n) for s, n in zip(skills, counts_arr, strict=True)}
     meta = _base_meta(data, "skills") | {"skills": skills, "questions_per_skill": counts}
+    meta["skills_source"] = "src" if data.keywords is None else "llm keywords"
     arrays = {"S": scores, "P": protos.astype(np.float32), "N": data.embedder.embed(skills)}
     return meta, arrays
+
+
+def _train_answers(data: TrainData) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    from coe.routing.answers import train_answers  # answer reliability and cascade confidence
+
+    return train_answers(data)
 
 
 TRAINERS: dict[str, Trainer] = {
     "category": train_category,
     "correctness": train_correctness,
     "skills": train_skills,
+    "answers": _train_answers,
 }
 
 

@@ -9,10 +9,13 @@ NODE_KINDS: Registry[NodeKind] = Registry(
     {
         "route": "coe.graph.nodes.route:RouteNode",
         "experts": "coe.graph.nodes.experts:ExpertsNode",
+        "propose": "coe.graph.nodes.propose:ProposeNode",
         "select": "coe.graph.nodes.select:SelectNode",
         "stop": "coe.graph.nodes.stop:StopNode",
         "aggregate": "coe.graph.nodes.aggregate:AggregateNode",
         "answer": "coe.graph.nodes.answer:AnswerNode",
+        "cascade": "coe.graph.nodes.cascade:CascadeNode",
+        "mot": "coe.mot.node:MotNode",
     },
 )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
+from coe.prompts import Prompt, listing, question_text
 from coe.types import Candidate, Message, Messages
 
 _OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
@@ -23,33 +25,23 @@ def first_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
-def question_text(messages: Messages) -> str:
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    return users[-1] if users else ""
-
-
-def listing(candidates: list[Candidate], limit: int = 1500) -> str:
-    parts = []
-    for i, cand in enumerate(candidates):
-        text = cand.content if len(cand.content) <= limit else cand.content[:limit] + " [...]"
-        parts.append(f"Answer {i}:\n{text}")
-    return "\n\n".join(parts)
-
-
-def judge_messages(messages: Messages, candidates: list[Candidate], k: int) -> list[Message]:
-    prompt = (
-        f"Question:\n{question_text(messages)}\n\n{listing(candidates)}\n\n"
-        f'Pick the {k} best answer(s). Reply with only JSON like {{"selected": [0]}} '
-        f"listing the answer numbers (0 to {len(candidates) - 1})."
+def judge_messages(
+    prompt: Prompt, messages: Messages, candidates: Sequence[Candidate], k: int
+) -> list[Message]:
+    """A judge's request: the question and the answers numbered from 0 (``$k``, ``$last``)."""
+    text = prompt.render(
+        question=question_text(messages),
+        answers=listing([c.content for c in candidates]),
+        k=k,
+        last=len(candidates) - 1,
     )
-    return [{"role": "user", "content": prompt}]
+    return [{"role": "user", "content": text}]
 
 
-def moderator_messages(messages: Messages, candidates: list[Candidate], round_: int) -> list[Message]:
-    prompt = (
-        f"Question:\n{question_text(messages)}\n\n"
-        f"After round {round_}, the answers are:\n\n{listing(candidates)}\n\n"
-        "Is one of these answers good enough to stop the discussion? "
-        'Reply with only JSON: {"stop": true} or {"stop": false}.'
+def moderator_messages(
+    prompt: Prompt, messages: Messages, candidates: Sequence[Candidate], round_: int
+) -> list[Message]:
+    text = prompt.render(
+        question=question_text(messages), answers=listing([c.content for c in candidates]), round=round_
     )
-    return [{"role": "user", "content": prompt}]
+    return [{"role": "user", "content": text}]

@@ -9,8 +9,10 @@ from typing import Any
 from pydantic import Field
 
 from coe.errors import UserError
+from coe.experts.base import Emit
 from coe.graph.nodes.base import BuildContext, Loc, NodeKind, NodeParams, Problem
 from coe.graph.state import GraphState
+from coe.pipeline import Trace
 from routers import ROUTERS, RouterContext, build_router
 
 
@@ -63,8 +65,10 @@ class RouteNode(NodeKind):
             for loc, msg in router_cls.check(router_params, RouterContext(experts, base_dir))
         ]
 
-    async def __call__(self, state: GraphState) -> dict[str, Any]:
-        decision = await self.router.route(state["messages"])
+    async def __call__(self, state: GraphState, emit: Emit | None = None) -> dict[str, Any]:
+        trace = Trace(self.context.graph)
+        decision = await self.router.route_recorded(state["messages"], trace, self.name)
         if not decision.experts:
             raise UserError(f"router {self.router.name!r} chose no expert")
-        return {"route": decision, "route_log": [{"node": self.name, **decision.as_dict()}]}
+        log = {"node": self.name, **decision.as_dict()}
+        return {"route": decision, "route_log": [log], "calls": trace.calls}

@@ -1,7 +1,10 @@
 """``stop``: ends a loop. After each round it decides: go back to ``next`` or on to ``done``.
 
-The loop stops when ``max_rounds`` rounds are complete, when ``condition`` holds, or when the
-``moderator`` expert says so (JSON ``{"stop": true}``; unparsable output means go on).
+The loop stops when ``max_rounds`` rounds are complete, when ``condition`` holds (``judge-stop``:
+the loop's judge said so), or when the ``moderator`` expert says so (JSON ``{"stop": true}``;
+unparsable output means go on). The stop node names its loop: it counts the loop's rounds and
+hands the answers the round kept (the selected ones, else the latest) to the next round; when the
+loop ends both are reset, so the loop starts afresh if the graph comes back to it.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from typing import Any
 from pydantic import Field
 
 from coe.errors import ExpertError
+from coe.experts.base import Emit
 from coe.graph.conditions import CONDITIONS
 from coe.graph.nodes.base import Loc, NodeKind, NodeParams, Problem, refs
 from coe.graph.nodes.judging import first_json_object, moderator_messages
 from coe.graph.state import GraphState
 from coe.pipeline import RunParams, Trace, call_expert
+from coe.prompts import prompt_problem, resolve_prompt
 
 STOP_SCHEMA = {"type": "object", "properties": {"stop": {"type": "boolean"}}, "required": ["stop"]}
 
@@ -29,6 +34,7 @@ class StopParams(NodeParams):
     condition: str | None = Field(None, description="stop early when it holds: " + ", ".join(CONDITIONS))
     threshold: float | None = None
     moderator: str | None = Field(None, description="an expert asked whether to stop early")
+    moderator_prompt: str = Field("stop.moderator", description="a prompt name (coe.prompts) or its text")
 
 
 class StopNode(NodeKind):
@@ -45,21 +51,29 @@ class StopNode(NodeKind):
             return [
                 (("condition",), f"unknown condition {params.condition!r} (known: {', '.join(CONDITIONS)})")
             ]
-        return []
+        problem = prompt_problem(params.moderator_prompt, "stop.moderator")
+        return [(("moderator_prompt",), problem)] if problem else []
 
     async def _moderator_stops(self, state: GraphState, round_: int, trace: Trace) -> tuple[bool, str]:
         params = self.params
         assert isinstance(params, StopParams) and params.moderator is not None
         answers = state.get("selected") or state.get("latest") or []
-        messages = moderator_messages(state["messages"], list(answers), round_)
+        prompt = resolve_prompt(params.moderator_prompt, f"{self.name}.moderator_prompt")
+        messages = moderator_messages(prompt, state["messages"], list(answers), round_)
         try:
             reply = await call_expert(
                 self.context.lookup.client(params.moderator),
                 messages,
-                RunParams(max_tokens=32, temperature=0.0, json_schema=STOP_SCHEMA),
+                RunParams(
+                    max_tokens=32,
+                    temperature=0.0,
+                    json_schema=STOP_SCHEMA,
+                    metadata=state["params"].metadata,  # the request's, as for every call it makes
+                ),
                 trace,
                 self.name,
-                "moderator",
+                "judge",
+                prompt=prompt.name,
             )
         except ExpertError as err:
             return False, f"moderator failed ({err}); going on"
@@ -68,10 +82,10 @@ class StopNode(NodeKind):
             return False, "moderator output unparsable; going on"
         return verdict["stop"], f"moderator said stop={verdict['stop']}"
 
-    async def __call__(self, state: GraphState) -> dict[str, Any]:
+    async def __call__(self, state: GraphState, emit: Emit | None = None) -> dict[str, Any]:
         params = self.params
         assert isinstance(params, StopParams)
-        round_ = state.get("round", 0) + 1
+        round_ = state.get("rounds", {}).get(self.name, 0) + 1
         trace = Trace(self.context.graph)
         stop, reason = False, "continue"
         if round_ >= params.max_rounds:
@@ -81,4 +95,11 @@ class StopNode(NodeKind):
         elif params.moderator:
             stop, reason = await self._moderator_stops(state, round_, trace)
         event = {"node": self.name, "round": round_, "stop": stop, "reason": reason}
-        return {"round": round_, "stopped": stop, "stops": [event], "calls": trace.calls}
+        kept = state.get("selected") or state.get("latest") or []
+        return {
+            "rounds": {self.name: 0 if stop else round_},
+            "carry": {self.name: [] if stop else list(kept)},
+            "stopped": stop,
+            "stops": [event],
+            "calls": trace.calls,
+        }

@@ -18,8 +18,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from coe.errors import UserError
-from coe.eval.datasets import GpqaSubset, Question, load_csv, load_gpqa, load_mmlu_pro, load_validation_shots
-from coe.eval.extract import LETTERS
+from coe.questions.datasets import (
+    GpqaSubset,
+    Question,
+    load_csv,
+    load_gpqa,
+    load_mmlu_pro,
+    load_validation_shots,
+)
+from coe.questions.extract import LETTERS
 
 DATA = Path(__file__).parent / "data" / "mmlu_pro"
 SLICE = DATA / "test_slice.jsonl"

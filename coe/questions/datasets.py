@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from coe.errors import UserError
-from coe.eval.extract import LETTERS
+from coe.questions.extract import LETTERS
 
 __all__ = [
     "GPQA_PASSWORD",

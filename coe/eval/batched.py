@@ -16,9 +16,9 @@ from coe.batch.driver import BatchDriver, graph_factory
 from coe.batch.run import drive
 from coe.batch.store import BatchItem, BatchStore
 from coe.batch.worker import Worker
-from coe.eval.datasets import Question
 from coe.eval.results import ResultWriter
 from coe.pipeline import RunResult, Trace
+from coe.questions.datasets import Question
 
 if TYPE_CHECKING:
     from coe.eval.runner import EvalRun
@@ -29,7 +29,7 @@ def _item(run: EvalRun, question: Question, shots: dict[str, list[Question]]) ->
         str(question.question_id),
         list(run.messages(question, shots)),
         question.answer,
-        question.metadata(),
+        run.metadata(question),
     )
 
 
@@ -54,7 +54,7 @@ async def drain_batch(
         else:
             trace = Trace(run.loaded.name)
             trace.calls = output["trace"]["calls"]
-            row = question_row(question, RunResult(output["content"], trace))
+            row = question_row(question, RunResult(output["content"], trace), keep=frozenset(run.live))
         writer.write(row)
         rows[question.question_id] = row
 

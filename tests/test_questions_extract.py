@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coe.eval.extract import LETTERS, extract_choice
+from coe.questions.extract import LETTERS, extract_choice
 
 OUTPUTS = Path(__file__).parent / "data" / "mmlu_pro" / "outputs"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from coe.errors import UserError
-from coe.eval.datasets import Question, load_mmlu_pro, load_validation_shots
-from coe.eval.prompts import build_messages, format_question, prompt_prefix, split_prompt
+from coe.questions.datasets import Question, load_mmlu_pro, load_validation_shots
+from coe.questions.prompts import build_messages, format_question, prompt_prefix, split_prompt
 
 DATA = Path(__file__).parent / "data" / "mmlu_pro"
 INSTRUCTION = (

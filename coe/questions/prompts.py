@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from coe.errors import UserError
-from coe.eval.datasets import Question
-from coe.eval.extract import LETTERS
+from coe.questions.datasets import Question
+from coe.questions.extract import LETTERS
 from coe.types import Message
 
 __all__ = [

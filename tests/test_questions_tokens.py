@@ -13,10 +13,10 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 
-from coe.eval import tokens
-from coe.eval.datasets import load_mmlu_pro, load_validation_shots
-from coe.eval.prompts import build_messages, split_prompt
-from coe.eval.tokens import TokenCounter
+from coe.questions import tokens
+from coe.questions.datasets import load_mmlu_pro, load_validation_shots
+from coe.questions.prompts import build_messages, split_prompt
+from coe.questions.tokens import TokenCounter
 
 DATA = Path(__file__).parent / "data" / "mmlu_pro"
 

@@ -1,0 +1,2 @@
+# rebuilds mmlu-pro-small8-skills.json, mmlu-pro-small8-skills.npz (run from the repository root)
+coe train --graph mmlu_pro/symbolic-moe --profile config/profiles/mmlu-pro-small8.json --data-path ../shared/data/mmlu_pro/test.parquet --embedder static --out config/routers/static/mmlu-pro-small8-skills.json
