@@ -25,13 +25,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # never downloads a browser of its own.
 $(CHROMIUM_STAMP): | $(BIN)/python
 	test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	touch $(CHROMIUM_STAMP)
 
 # Debian's docker-compose: tests/test_deploy.py validates docker-compose.yml with it (no engine).
 $(COMPOSE_STAMP): | $(BIN)/python
 	command -v docker-compose >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose; }
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; }
 	touch $(COMPOSE_STAMP)
 
 install: $(STAMP)
