@@ -62,6 +62,12 @@ class ExpertConfig(BaseModel):
         gt=0,
         description="seconds a launched server may take to start; default 120 (llama.cpp), 600 (vLLM)",
     )
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="llama.cpp servers coe launches: CPU threads; default: the cores shared among "
+        "the llama.cpp servers of the pool (at most 4 each)",
+    )
     server_args: tuple[str, ...] = Field(
         (), description="extra arguments for a launched vLLM server, e.g. [--dtype, float32, --enforce-eager]"
     )
@@ -89,6 +95,8 @@ class ExpertConfig(BaseModel):
             raise ValueError("sleep_mode applies only to vllm experts")
         if self.server_args and not (self.backend == "vllm" and self.endpoint is None):
             raise ValueError("server_args apply only to vllm servers that coe launches")
+        if self.threads is not None and not (self.backend == "llamacpp" and self.endpoint is None):
+            raise ValueError("threads apply only to llama.cpp servers that coe launches")
         return self
 
     @property

@@ -13,7 +13,9 @@ Timings worth watching (server start, first answers) go to ``timings`` and are p
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -153,6 +155,22 @@ def _no_leaky_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings read the environment: keep the caller's REDIS_URL and COE_<FIELD> out of the tests."""
     for key in SETTINGS_ENV & set(os.environ):
         monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs ``coe.cli.main`` in this process sets up coe's logging (root's handlers
+    replaced by a queue to stderr): put pytest's own back afterwards and stop coe's writer thread."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        listener = getattr(handler, "listener", None)
+        if handler not in handlers and listener is not None:
+            atexit.unregister(listener.stop)
+            listener.stop()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -222,7 +222,7 @@ nodes:
   propose:
     kind: propose
     count: 2
-    generate_roles: {expert: smollm2, max_tokens: 160}
+    generate_roles: {expert: smollm2, max_tokens: 160, temperature: 0}
   answer: {kind: answer}
 edges: [[propose, answer]]
 """
@@ -316,10 +316,23 @@ async def test_train_skills_from_llm_keywords(attached: Settings, tmp_path: Path
 # --- coe eval: accounting per role --------------------------------------------------------------
 
 
+def quicker(graph: str, tmp_path: Path) -> str:
+    """The shipped graph; SMoA's with shorter role descriptions and moderator replies, written at
+    temperature 0 (the tiny models' speed, and one role call however the draws fall)."""
+    if graph != "smoa":
+        return graph
+    spec = yaml.safe_load((REPO / "graphs" / "smoa.yaml").read_text())
+    spec["nodes"]["propose"]["generate_roles"].update(max_tokens=96, temperature=0)
+    spec["nodes"]["moderate"]["max_tokens"] = 48
+    path = tmp_path / "smoa.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
 @pytest.mark.parametrize("graph", ["moa", "smoa", "symbolic-moe"])
 async def test_eval_reports_each_role(graph: str, attached: Settings, tmp_path: Path) -> None:
     options = EvalOptions(
-        graph=graph,
+        graph=quicker(graph, tmp_path),
         dataset="mmlu-pro",
         out=tmp_path / "out",
         data_path=str(SLICE / "test_slice.jsonl"),

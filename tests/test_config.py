@@ -171,6 +171,33 @@ def test_openai_backend_needs_endpoint(tmp_path: Path) -> None:
     assert "backend 'openai' needs an endpoint" in line
 
 
+def test_threads_only_for_launched_llama_servers(tmp_path: Path) -> None:
+    text = "experts:\n  - name: remote\n    backend: openai\n    model: m\n    params_b: 7\n"
+    path = write(tmp_path, text + "    endpoint: http://127.0.0.1:9/v1\n    threads: 2\n")
+    [line] = problems(path)
+    assert line.startswith(f"{path}:2:5: experts[0]: ") and "threads apply only to llama.cpp" in line
+    [expert] = load_experts(
+        write(tmp_path, "experts:\n" + VALID_EXPERT.format(name="a") + "    threads: 3\n")
+    )
+    assert expert.threads == 3
+
+
+def test_llama_servers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coe.experts.pool import llama_threads, make_launcher
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    configs = load_experts(DEFAULT_CONFIG.parent / "experts.yaml")  # three llama.cpp servers
+    assert llama_threads(configs) == 2 and llama_threads(configs[:1]) == 4 and llama_threads(configs * 4) == 1
+    settings = Settings.load(None)
+
+    def threads(config: ExpertConfig) -> str:
+        command = make_launcher(config, settings, threads=2).command(1)
+        return command[command.index("--threads") + 1]
+
+    assert threads(configs[0]) == "2", "the pool's share"
+    assert threads(configs[0].model_copy(update={"threads": 1})) == "1", "the config wins"
+
+
 def test_every_problem_is_reported(tmp_path: Path) -> None:
     text = "experts:\n" + VALID_EXPERT.format(name="a").replace("0.135", "big") + "    colour: red\n"
     lines = problems(write(tmp_path, text))

@@ -1,4 +1,5 @@
-"""``coe prepare``: resolve every configured expert's model once (assemble packaged GGUFs)."""
+"""``coe prepare``: resolve every configured expert's model once (assemble packaged GGUFs), and
+dequantise the in-process Mixture-of-Thoughts experts of the shipped graphs (``mot`` nodes)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,33 @@ def run(args: argparse.Namespace) -> int:
     for expert in load_experts(settings.experts_file):
         if expert.launched and is_gguf(expert.model):
             print(f"{expert.name}: {resolve_model(expert.model, settings.model_cache)}")
+    for name, directory in mot_models(settings.graphs_dir, settings.model_cache):
+        print(f"mot expert {name}: {directory}")
     from routers.static_embedding import distill  # the fast routers' embedding, from MiniLM
 
     print(f"static embedding: {distill()}")
     return 0
+
+
+def mot_models(graphs_dir: Path, models_cache: Path) -> list[tuple[str, Path]]:
+    """Each ``mot`` node's experts, made ready (a GGUF is dequantised once into the MoT cache)."""
+    import yaml
+
+    from coe.mot.config import read_config
+    from coe.mot.experts import model_dir
+    from coe.mot.node import MotParams, checkpoint_path
+
+    ready: dict[str, Path] = {}
+    for graph in sorted(graphs_dir.glob("*.yaml")):
+        spec = yaml.safe_load(graph.read_text(encoding="utf-8")) or {}
+        for node in (spec.get("nodes") or {}).values():
+            if not isinstance(node, dict) or node.get("kind") != "mot":
+                continue
+            params = MotParams.model_validate({k: v for k, v in node.items() if k == "checkpoint"})
+            config = checkpoint_path(params, graph.parent)
+            if not config.exists():
+                continue  # a graph without its checkpoint is skipped at start, with the reason
+            for expert in read_config(config).experts:
+                if expert.name not in ready:
+                    ready[expert.name] = model_dir(expert, models_cache)
+    return list(ready.items())

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=4096, help="context tokens per slot")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--poll", type=int, default=0, help="llama.cpp's busy-wait level (0-100) for work between steps"
+    )
     parser.add_argument("--alias", default="")
     args = parser.parse_args(argv)
 
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     params.n_ctx = args.ctx * args.parallel
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    # llama.cpp's threads spin (poll 50) between steps by default: with several servers on a few
+    # cores, the idle ones' spinning takes the cores from the one that has work.
+    params.cpuparams.poll = params.cpuparams_batch.poll = args.poll
     if args.alias:
         params.model_alias = {args.alias}
     stop_signals = {signal.SIGTERM, signal.SIGINT}

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -33,7 +34,17 @@ LAUNCHERS: dict[str, tuple[str, str]] = {
 }
 
 
-def make_launcher(config: ExpertConfig, settings: Settings) -> Launcher:
+def llama_threads(configs: Iterable[ExpertConfig]) -> int:
+    """Threads for a llama.cpp server whose config does not say: the cores shared among the pool's
+    llama.cpp servers. More threads than cores stall every server (measured in
+    ``benchmarks/llama_threads.py``): llama.cpp's threads wait for each other at every step."""
+    servers = sum(1 for c in configs if c.backend == "llamacpp" and c.launched)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores // max(1, servers)))
+
+
+def make_launcher(config: ExpertConfig, settings: Settings, *, threads: int | None = None) -> Launcher:
+    """``threads``: llama.cpp's default where the config does not say (see ``llama_threads``)."""
     module, cls_name = LAUNCHERS[config.backend]
     cls = getattr(importlib.import_module(module), cls_name)
     model = resolve_model(config.model, settings.model_cache)
@@ -41,6 +52,8 @@ def make_launcher(config: ExpertConfig, settings: Settings) -> Launcher:
     options: dict[str, Any] = {"extra_args": extra} if extra else {}
     if config.start_timeout_s is not None:
         options["start_timeout_s"] = config.start_timeout_s
+    if config.backend == "llamacpp":
+        options["threads"] = config.threads or threads
     launcher: Launcher = cls(
         config.name,
         model,
@@ -143,7 +156,9 @@ class ExpertPool:
         config = self.configs[name]
         launcher = self.launchers.get(name)
         if launcher is None:
-            launcher = self.launchers[name] = await asyncio.to_thread(make_launcher, config, self.settings)
+            launcher = self.launchers[name] = await asyncio.to_thread(
+                make_launcher, config, self.settings, threads=llama_threads(self.configs.values())
+            )
         base_url = await launcher.start()
         old, self._clients[name] = self._clients.get(name), self._wrap(config, base_url)
         self._wanted.add(name)
