@@ -77,22 +77,6 @@ class _Queued(logging.handlers.QueueHandler):
         return record
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to ``sys.stderr`` as it is at each record, not as it was at set-up (a test harness or
-    an embedding program may replace and close the stream it was given)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
 def setup(verbose: bool = False, log_format: LogFormat = "text") -> None:
     """Route every logger (uvicorn's access log too) through one queue to stderr in ``log_format``.
     Calling it again replaces the previous set-up (``coe serve`` does, once it knows its format)."""
@@ -102,7 +86,7 @@ def setup(verbose: bool = False, log_format: LogFormat = "text") -> None:
             atexit.unregister(old.listener.stop)
             old.listener.stop()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    writer = _Stderr()
+    writer = logging.StreamHandler(sys.stderr)
     writer.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT))
     handler = _Queued(records)
     handler.addFilter(RequestIdFilter())
