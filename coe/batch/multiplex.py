@@ -159,6 +159,7 @@ class Multiplexer(Worker):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.shutdown_grace_s + 5):
                 await asyncio.gather(*self._drainers.values(), return_exceptions=True)
+        self._served.set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

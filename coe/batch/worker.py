@@ -83,6 +83,8 @@ class Worker:
         self.calls_done: Counter[str] = Counter()
         self._in_flight: defaultdict[str, set[str]] = defaultdict(set)
         self._stop = asyncio.Event()
+        #: set once nothing is served any more: the heartbeat ends on it (see ``run``)
+        self._served = asyncio.Event()
 
     def add(self, client: ExpertClient) -> None:
         """Serve an extra in-process client (a replay expert, say) under its own name."""
@@ -112,7 +114,8 @@ class Worker:
         try:
             await serve
         finally:
-            beat.cancel()
+            self._served.set()  # the heartbeat ends on this too: a cancellation redis-py swallows
+            beat.cancel()  # mid-command must not keep it (and this worker) running
             serve.cancel()
             await asyncio.gather(serve, beat, return_exceptions=True)
             await self._shutdown()
@@ -287,10 +290,13 @@ class Worker:
         await self.queue.store(message_id, call, self._outcome(expert, attempts, error=error), dead=True)
 
     async def _heartbeat(self) -> None:
-        """Renew leases and keep calls in flight from being reclaimed."""
+        """Renew leases and keep calls in flight from being reclaimed, until ``_served`` is set."""
         interval = min(self.options.lease_s, self.options.visibility_s) / 3
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._served.wait()
+                    return
             try:
                 for key in list(self.leases.held):
                     if not await self.leases.renew(key):
