@@ -29,20 +29,17 @@ def run(args: argparse.Namespace) -> int:
 
 def mot_models(graphs_dir: Path, models_cache: Path) -> list[tuple[str, Path]]:
     """Each ``mot`` node's experts, made ready (a GGUF is dequantised once into the MoT cache)."""
-    import yaml
-
+    from coe.graph.catalog import load_all
     from coe.mot.config import read_config
     from coe.mot.experts import model_dir
     from coe.mot.node import MotParams, checkpoint_path
 
     ready: dict[str, Path] = {}
-    for graph in sorted(graphs_dir.glob("*.yaml")):
-        spec = yaml.safe_load(graph.read_text(encoding="utf-8")) or {}
-        for node in (spec.get("nodes") or {}).values():
-            if not isinstance(node, dict) or node.get("kind") != "mot":
+    for graph in load_all(graphs_dir):
+        for params in graph.params.values():
+            if not isinstance(params, MotParams):
                 continue
-            params = MotParams.model_validate({k: v for k, v in node.items() if k == "checkpoint"})
-            config = checkpoint_path(params, graph.parent)
+            config = checkpoint_path(params, graph.path.parent)
             if not config.exists():
                 continue  # a graph without its checkpoint is skipped at start, with the reason
             for expert in read_config(config).experts:
