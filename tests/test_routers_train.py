@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -9,9 +10,15 @@ import numpy as np
 from routers_data import MODELS, SLICE, profile_args, slice_graph
 
 from coe.cli import main
+from coe.questions.datasets import Question
+from coe.questions.prompts import build_messages
+from coe.routing.data import routing_text
 from coe.routing.profiles import Profile
-from coe.routing.train import TrainData, skill_name, train
+from coe.routing.train import TrainData, category_c, skill_name, train
+from coe.types import RouteDecision
+from routers import ROUTERS, RouterContext, build_router
 from routers.artifacts import read_artifact, write_artifact
+from routers.static_embedding import STATIC_NAME, StaticEmbedder
 
 pytest_plugins = ["routers_support"]
 
@@ -79,3 +86,37 @@ def test_cli_trains_the_graphs_artifact(embed_cache: Path, tmp_path: Path) -> No
     # fixed routers learn nothing
     single = slice_graph("single-best", tmp_path)
     assert main(["train", "--graph", str(single), "--profile", str(profile), "--data-path", str(SLICE)]) == 2
+
+
+def test_static_embedder_trains_and_routes(
+    data: TrainData, questions: dict[int, Question], tmp_path: Path
+) -> None:
+    """`coe train --embedder static`: the artifact names the static table, its classifier has the
+    static table's C, and the router built on it embeds with the table (no transformer)."""
+    from sklearn.linear_model import LogisticRegression
+
+    static = StaticEmbedder()
+    vectors = static.embed([routing_text(questions[q]) for q in data.profile.question_ids])
+    meta, arrays = train("category", TrainData(data.profile, vectors, static, MODELS))
+    assert meta["embedding"] == {"model": STATIC_NAME, "max_tokens": 512}
+    assert category_c(static) == 16.0 and category_c(data.embedder) == 4.0
+    labels = np.array(data.profile.categories)
+    expected = LogisticRegression(C=16.0, max_iter=2000, random_state=0).fit(vectors, labels)
+    assert np.allclose(arrays["W"], expected.coef_, atol=1e-4)
+    path = tmp_path / "static.json"
+    write_artifact(path, meta, arrays, "(test: static category)")
+
+    context = RouterContext(MODELS, tmp_path)
+    router = build_router(ROUTERS.get("bench-coe-subject"), {"artifact": str(path)}, context)
+    chosen = sorted(questions.values(), key=lambda q: q.question_id)[:20]
+    prompts = [build_messages(q, ()) for q in chosen]
+
+    async def route_all() -> list[RouteDecision]:
+        return [await router.route(m) for m in prompts]
+
+    decisions = asyncio.run(route_all())
+    logits = vectors[[data.profile.question_ids.index(q.question_id) for q in chosen]] @ arrays["W"].T
+    predicted = np.array(meta["labels"])[(logits + arrays["b"]).argmax(axis=1)]
+    assert [d.category for d in decisions] == list(predicted)
+    assert [d.experts[0] for d in decisions] == [router.mapping[c] for c in predicted]  # type: ignore[attr-defined]
+    assert isinstance(router.embedder, StaticEmbedder)  # type: ignore[attr-defined]

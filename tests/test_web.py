@@ -171,7 +171,9 @@ def record_growth(page: Page) -> None:
         new MutationObserver(records => {
             for (const r of records) {
                 if (!r.target.matches || !r.target.matches('.turn.assistant .text')) continue;
-                for (const n of r.addedNodes) if (n.nodeType === Node.TEXT_NODE) window.coeLengths.push(n.data.length);
+                for (const n of r.addedNodes) {
+                    if (n.nodeType === Node.TEXT_NODE) window.coeLengths.push(n.data.length);
+                }
             }
         }).observe(document.getElementById('conversation'), {childList: true, subtree: true});
     }""")

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from coe.aggregators.reliability import CONFIDENCE_FEATURES, FORMS, AnswerFeatures, Reliability
 from coe.errors import UserError
 from coe.questions.extract import LETTERS
-from coe.routing.train import CATEGORY_C, TrainData, _base_meta, _logistic
+from coe.routing.train import TrainData, _base_meta, _logistic, category_c
 
 __all__ = ["ALPHA", "decode", "plot_calibration", "train_answers"]
 
@@ -85,8 +85,8 @@ def _tables(
     return table, acc
 
 
-def _classifier(x: NDArray[np.float32], cats: NDArray[np.int_]) -> Any:
-    return _logistic(CATEGORY_C).fit(x, cats)
+def _classifier(data: TrainData, rows: NDArray[np.bool_] | slice, cats: NDArray[np.int_]) -> Any:
+    return _logistic(category_c(data.embedder)).fit(data.vectors[rows], cats)
 
 
 def _probs(model: Any, x: NDArray[np.float32], n_cats: int) -> NDArray[np.float64]:
@@ -128,7 +128,7 @@ def _inner_oof(
         test = inner == k
         if not test.any() or test.all():
             continue
-        clf = _classifier(data.vectors[~test], cats[~test])
+        clf = _classifier(data, ~test, cats[~test])
         probs[test] = _probs(clf, data.vectors[test], len(labels))
         table, acc = _tables(
             [codes[i] for i in np.flatnonzero(~test)], correct[~test], cats[~test], len(labels)
@@ -191,7 +191,7 @@ def train_answers(data: TrainData) -> tuple[dict[str, Any], dict[str, NDArray[An
     folds = np.array([r[2] for r in rows])
     fit = _logistic(CONFIDENCE_C).fit(x, y)
     coef = [*(float(c) for c in fit.coef_[0]), float(fit.intercept_[0])]
-    clf = _classifier(data.vectors, cats)
+    clf = _classifier(data, slice(None), cats)
     table, acc = _tables(codes, data.profile.matrix(data.experts), cats, len(labels))
     meta = _base_meta(data, "answers") | {
         "labels": labels,
