@@ -105,7 +105,7 @@ class BatchDriver:
         if not await leases.acquire(lease):
             raise UserError(f"batch {self.batch_id} is being driven by {await leases.owner_of(lease)}")
         drive = asyncio.create_task(self._drive())
-        keeper = asyncio.create_task(self._keep(leases, lease))
+        keeper = asyncio.create_task(self._keep(leases, lease, drive))
         try:
             await asyncio.wait({drive, keeper}, return_when=asyncio.FIRST_COMPLETED)
             if not drive.done():
@@ -122,10 +122,12 @@ class BatchDriver:
             await leases.release(lease)
         return await batch_status(self.redis, self.batch_id)
 
-    async def _keep(self, leases: Leases, lease: str) -> None:
-        """Renew the driver lease; return (ending the drive) when someone else holds it, or end
-        the batch as ``cancelled`` when its cancellation was asked for."""
-        while True:
+    async def _keep(self, leases: Leases, lease: str, drive: asyncio.Task[None]) -> None:
+        """Renew the driver lease while ``drive`` runs; return (ending the drive) when someone else
+        holds it, or end the batch as ``cancelled`` when its cancellation was asked for. Ending
+        with the drive, not only by cancellation, keeps a cancellation swallowed mid-command from
+        leaving the keeper running."""
+        while not drive.done():
             await asyncio.sleep(min(self.lease_s / 3, 1.0))
             try:
                 if await self.store.cancelled(self.batch_id):

@@ -219,8 +219,8 @@ class Multiplexer(Worker):
         return None
 
     async def _listen(self) -> None:
-        """Resolve online calls that a worker elsewhere answered."""
-        while True:
+        """Resolve online calls that a worker elsewhere answered, until serving has ended."""
+        while not self._served.is_set():
             try:
                 ids = await self.queue.notifications(self.online, timeout_s=1.0)
                 outcomes = await self.queue.results(ids)
