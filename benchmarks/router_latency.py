@@ -4,12 +4,14 @@ request would.
 
     .venv/bin/python benchmarks/router_latency.py                     # every trained mmlu_pro router
     .venv/bin/python benchmarks/router_latency.py --graphs coe,frugal --n 500
-    .venv/bin/python benchmarks/router_latency.py --artifact-dir DIR  # the same routers, artifacts from DIR
+    .venv/bin/python benchmarks/router_latency.py --artifact-dir DIR  # shipped vs DIR artifacts, interleaved
     .venv/bin/python benchmarks/router_latency.py --max-tokens 128    # MiniLM alone at 128 word pieces
 
 For each graph: the embedder its artifact was trained with (``all-MiniLM-L6-v2`` or the distilled
 static table, ``minilm-static-384``), p50/p90/p99/max in milliseconds of embedding + decision,
-and the 5-fold cross-validated accuracy of each ``--cv ROOT:LABEL`` folder holding
+with ``--artifact-dir`` the shipped artifact and DIR's (e.g. the static-table ones in
+``config/routers/static``) timed side by side, in interleaved rounds, with the ratio of their
+p50 and p99, and the 5-fold cross-validated accuracy of each ``--cv ROOT:LABEL`` folder holding
 ``ROOT/<graph>/cv.json`` (``coe train --cv 5 --cv-out ROOT/<graph>``), so latency and accuracy
 are read side by side. The load average while it ran is printed (the machine is shared: other
 jobs inflate the tail). Questions: the committed slice (210 MMLU-Pro dev questions), cycled.
@@ -63,14 +65,25 @@ def router_of(graph: str, threads: int, artifact_dir: Path | None) -> tuple[Any,
     return router, model
 
 
-def timed(router: Any, prompts: list[Messages]) -> list[float]:
-    async def run() -> list[float]:
-        await router.route(prompts[0])  # load the model
-        times = []
-        for messages in prompts:
-            started = time.perf_counter()
-            await router.route(messages)
-            times.append(1000 * (time.perf_counter() - started))
+def timed(routers: list[Any], prompts: list[Messages], rounds: int) -> list[list[float]]:
+    """Per-query milliseconds of each router over ``prompts``, timed in ``rounds`` interleaved
+    rounds (each round every router takes its share of the queries, in alternating order), so
+    the machine's load falls on all of them alike."""
+
+    async def run() -> list[list[float]]:
+        for router in routers:
+            await router.route(prompts[0])  # load the model
+        times: list[list[float]] = [[] for _ in routers]
+        share = max(1, len(prompts) // rounds)
+        for r in range(rounds):
+            order = list(range(len(routers)))
+            if r % 2:
+                order.reverse()
+            for i in order:
+                for messages in prompts[r * share : (r + 1) * share]:
+                    started = time.perf_counter()
+                    await routers[i].route(messages)
+                    times[i].append(1000 * (time.perf_counter() - started))
         return times
 
     return asyncio.run(run())
@@ -89,6 +102,7 @@ def main() -> None:
     parser.add_argument("--graphs", default=",".join(TRAINED), help="graphs/mmlu_pro names")
     parser.add_argument("--n", type=int, default=1000, help="queries per router (the slice, cycled)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (with --artifact-dir)")
     parser.add_argument("--max-tokens", type=int, help="time MiniLM alone at this input limit")
     parser.add_argument("--artifact-dir", type=Path, help="read each router's artifact (same file name) here")
     parser.add_argument("--cv", action="append", default=[], metavar="ROOT:LABEL", help="CV folders to show")
@@ -99,13 +113,24 @@ def main() -> None:
     cvs = [(Path(c.split(":")[0]), c.split(":", 1)[-1]) for c in args.cv]
     load_before = os.getloadavg()[0]
     rows = []
+    ratios: list[tuple[str, float, float]] = []
     if args.max_tokens:
-        times = timed(EmbedOnly(args.max_tokens, args.threads), prompts)
+        [times] = timed([EmbedOnly(args.max_tokens, args.threads)], prompts, 1)
         rows.append((f"MiniLM alone, {args.max_tokens} tokens", "all-MiniLM-L6-v2", times, []))
     else:
         for graph in args.graphs.split(","):
-            router, model = router_of(graph, args.threads, args.artifact_dir)
-            rows.append((graph, model, timed(router, prompts), [cv_accuracy(root, graph) for root, _ in cvs]))
+            accuracy = [cv_accuracy(root, graph) for root, _ in cvs]
+            shipped, model = router_of(graph, args.threads, None)
+            if args.artifact_dir is None:
+                [times] = timed([shipped], prompts, 1)
+                rows.append((graph, model, times, accuracy))
+                continue
+            other, other_model = router_of(graph, args.threads, args.artifact_dir)
+            times, other_times = timed([shipped, other], prompts, args.rounds)
+            rows.append((graph, model, times, accuracy))
+            rows.append((graph, other_model, other_times, accuracy))
+            p_shipped, p_other = np.percentile(times, [50, 99]), np.percentile(other_times, [50, 99])
+            ratios.append((graph, p_shipped[0] / p_other[0], p_shipped[1] / p_other[1]))
     load_after = os.getloadavg()[0]
     header = ["router (graph)", "embedding", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms"]
     print("| " + " | ".join(header + [f"CV accuracy ({label})" for _, label in cvs]) + " |")
@@ -114,6 +139,10 @@ def main() -> None:
         p = np.percentile(times, [50, 90, 99])
         cells = [label, model, f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}", f"{max(times):.2f}"]
         print("| " + " | ".join([*cells, f"{statistics.mean(times):.2f}", *accuracy]) + " |")
+    if ratios:
+        print(f"\nshipped ÷ {args.artifact_dir}, same run, interleaved:")
+        for graph, p50, p99 in ratios:
+            print(f"  {graph}: p50 {p50:.1f}x, p99 {p99:.1f}x faster")
     print(
         f"\n{args.n} queries per router, {args.threads} thread(s); load average {load_before:.1f} -> "
         f"{load_after:.1f} on {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M %Z')}"
